@@ -1,0 +1,38 @@
+//! `POST /v1/accounts`: the operator creates an account and gets its token.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::OptionalJson;
+use super::{AppState, Caller};
+use crate::error::{ApiError, ErrorCode};
+use crate::model::Principal;
+use crate::signing;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    OptionalJson(body): OptionalJson<CreateAccount>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if caller != Principal::Operator {
+        return Err(ApiError::new(ErrorCode::Forbidden, "only the operator token can create accounts"));
+    }
+    let name = body.name.unwrap_or_default();
+    if name.len() > 200 {
+        return Err(ApiError::invalid_field("name: at most 200 characters"));
+    }
+    let token = signing::generate_token();
+    let account = state.store.create_account(&name, &signing::token_hash(&token), state.clock.now()).await?;
+    let body = json!({"id": account.id, "name": account.name, "token": token, "created_at": account.created_at});
+    Ok((StatusCode::CREATED, Json(body)))
+}

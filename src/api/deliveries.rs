@@ -1,0 +1,95 @@
+//! `/v1/deliveries`: the delivery log with filters and cursor pagination,
+//! one delivery with its attempts, and a manual retry.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::QueryParams;
+use super::{AccountCaller, AppState};
+use crate::error::ApiError;
+use crate::model::{DeliveryFilter, DeliveryStatus, Timestamp};
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 250;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    webhook_id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+fn parse_time(name: &str, value: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+    value
+        .map(|text| {
+            Timestamp::parse_rfc3339(&text)
+                .ok_or_else(|| ApiError::invalid_field(format!("{name}: `{text}` is not an RFC 3339 date-time")))
+        })
+        .transpose()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match query.status.as_deref() {
+        Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
+            ApiError::invalid_field(format!("status: `{text}` is not one of pending, retrying, success, failed"))
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid_field(format!("limit: must be between 1 and {MAX_LIMIT}")));
+    }
+    let filter = DeliveryFilter {
+        status,
+        webhook_id: query.webhook_id,
+        event_type: query.event_type,
+        since: parse_time("since", query.since)?,
+        until: parse_time("until", query.until)?,
+        before_id: query.cursor,
+        limit: limit + 1,
+    };
+    let mut page = state.store.list_deliveries(&account_id, filter).await?;
+    // One row past the limit tells whether another page exists.
+    let next_cursor = if page.len() > limit as usize {
+        page.truncate(limit as usize);
+        page.last().map(|d| d.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "data": page, "next_cursor": next_cursor })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (delivery, attempts) =
+        state.store.get_delivery(&account_id, &id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+    let mut body = serde_json::to_value(delivery).expect("deliveries serialise");
+    body["attempts"] = serde_json::to_value(attempts).expect("attempts serialise");
+    Ok(Json(body))
+}
+
+pub async fn retry(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let delivery = state.store.retry_delivery(&account_id, &id, state.clock.now()).await?;
+    state.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(delivery).expect("deliveries serialise"))))
+}

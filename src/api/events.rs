@@ -1,0 +1,101 @@
+//! `/v1/events`: ingest one event or a batch, and read one back. Ingest
+//! answers only after the events and their deliveries are committed.
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::extract::{parse_json, read_body};
+use super::{AccountCaller, AppState};
+use crate::error::ApiError;
+use crate::filter;
+use crate::model::{NewEvent, Timestamp};
+
+pub const MAX_BATCH: usize = 1000;
+pub const MAX_ID_LEN: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn {
+    #[serde(rename = "type")]
+    event_type: String,
+    payload: Box<RawValue>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    webhook_id: Option<String>,
+    #[serde(default)]
+    timestamp: Option<String>,
+}
+
+impl EventIn {
+    /// Checks the fields serde cannot; `at` prefixes messages in a batch.
+    fn into_new_event(self, at: &str) -> Result<NewEvent, ApiError> {
+        filter::validate_event_type(&self.event_type).map_err(|e| ApiError::invalid_field(format!("{at}type: {e}")))?;
+        if let Some(id) = &self.id
+            && (id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ApiError::invalid_field(format!(
+                "{at}id: must be 1 to {MAX_ID_LEN} visible ASCII characters without spaces"
+            )));
+        }
+        let timestamp = match &self.timestamp {
+            Some(text) => Some(Timestamp::parse_rfc3339(text).ok_or_else(|| {
+                ApiError::invalid_field(format!("{at}timestamp: `{text}` is not an RFC 3339 date-time"))
+            })?),
+            None => None,
+        };
+        Ok(NewEvent {
+            id: self.id,
+            event_type: self.event_type,
+            payload: self.payload.get().to_owned(),
+            webhook_id: self.webhook_id,
+            timestamp,
+        })
+    }
+}
+
+pub async fn ingest(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    request: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = read_body(request, &()).await?;
+    let is_batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let events = if is_batch {
+        let batch: Vec<EventIn> = parse_json(&body)?;
+        if batch.is_empty() || batch.len() > MAX_BATCH {
+            return Err(ApiError::invalid_field(format!("a batch holds 1 to {MAX_BATCH} events, not {}", batch.len())));
+        }
+        batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.into_new_event(&format!("[{i}].")))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![parse_json::<EventIn>(&body)?.into_new_event("")?]
+    };
+    let outcomes = state.store.ingest(&account_id, events, state.clock.now()).await?;
+    if outcomes.iter().any(|o| o.deliveries > 0 && !o.duplicate) {
+        state.wake.notify_one();
+    }
+    if is_batch {
+        return Ok((StatusCode::ACCEPTED, Json(json!({ "events": outcomes }))));
+    }
+    let outcome = &outcomes[0];
+    // A repeated id answers with the original event, as a read would.
+    let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(serde_json::to_value(outcome).expect("outcomes serialise"))))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let event = state.store.get_event(&account_id, &id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    Ok(Json(serde_json::to_value(event).expect("events serialise")))
+}

@@ -1,0 +1,372 @@
+//! `/v1/webhooks`: create, list, read, update, delete, read and rotate the
+//! secret, and send a test event.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Value, json};
+
+use super::extract::OptionalJson;
+use super::{AccountCaller, AppState, JsonBody};
+use crate::error::{ApiError, ErrorCode};
+use crate::model::{NewEvent, RetiringSecret, Timestamp, Webhook, new_id};
+use crate::profile::{Profile, RESERVED_HEADERS};
+use crate::retry::RetryPolicy;
+use crate::{filter, http_client, signing};
+
+pub const MAX_URL_LEN: usize = 2048;
+pub const MAX_HEADERS: usize = 50;
+pub const TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=120_000;
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    url: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    event_types: Option<Vec<String>>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
+    retry: Option<RetryPolicy>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+/// Absent fields stay as they are; `null` resets the nullable ones.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    url: Option<String>,
+    description: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    event_types: Option<Option<Vec<String>>>,
+    enabled: Option<bool>,
+    headers: Option<BTreeMap<String, String>>,
+    profile: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    retry: Option<Option<RetryPolicy>>,
+    #[serde(default, deserialize_with = "present")]
+    timeout_ms: Option<Option<u64>>,
+}
+
+/// Tells a field that is present (even as `null`) from one that is absent.
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Serialize)]
+pub struct WebhookView<'a> {
+    id: &'a str,
+    url: &'a str,
+    description: &'a str,
+    event_types: &'a Option<Vec<String>>,
+    enabled: bool,
+    headers: &'a BTreeMap<String, String>,
+    profile: &'static str,
+    retry: &'a Option<RetryPolicy>,
+    timeout_ms: Option<u64>,
+    effective_retry: RetryPolicy,
+    effective_timeout_ms: u64,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl<'a> From<&'a Webhook> for WebhookView<'a> {
+    fn from(w: &'a Webhook) -> Self {
+        WebhookView {
+            id: &w.id,
+            url: &w.url,
+            description: &w.description,
+            event_types: &w.event_types,
+            enabled: w.enabled,
+            headers: &w.headers,
+            profile: w.profile.name(),
+            retry: &w.retry,
+            timeout_ms: w.timeout_ms,
+            effective_retry: w.effective_retry().resolve(),
+            effective_timeout_ms: w.effective_timeout_ms(),
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// Checks a target URL; IP literals and `localhost` that are not public
+/// are refused early here, and every address again at connect time.
+pub fn validate_url(raw: &str, allow_private: bool) -> Result<(), ApiError> {
+    if raw.len() > MAX_URL_LEN {
+        return Err(ApiError::invalid_field(format!("url: at most {MAX_URL_LEN} characters")));
+    }
+    let url = url::Url::parse(raw).map_err(|e| ApiError::invalid_field(format!("url: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::invalid_field(format!("url: scheme must be http or https, not `{}`", url.scheme())));
+    }
+    let Some(host) = url.host() else {
+        return Err(ApiError::invalid_field("url: must name a host"));
+    };
+    if allow_private {
+        return Ok(());
+    }
+    let refused = match host {
+        url::Host::Ipv4(ip) => !http_client::is_public(ip.into()),
+        url::Host::Ipv6(ip) => !http_client::is_public(ip.into()),
+        url::Host::Domain(name) => name == "localhost" || name.ends_with(".localhost"),
+    };
+    if refused {
+        return Err(ApiError::invalid_field(format!(
+            "url: `{host}` is not a public address; start herald with --allow-private-targets to allow it"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_headers(headers: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ApiError::invalid_field(format!("headers: at most {MAX_HEADERS}")));
+    }
+    let mut normalised = BTreeMap::new();
+    for (name, value) in headers {
+        let parsed = HeaderName::try_from(name.as_str())
+            .map_err(|_| ApiError::invalid_field(format!("headers.{name}: not a valid header name")))?;
+        if RESERVED_HEADERS.contains(&parsed.as_str()) {
+            return Err(ApiError::invalid_field(format!("headers.{name}: set by herald itself and cannot be overridden")));
+        }
+        if value.len() > 4096 || HeaderValue::try_from(value.as_str()).is_err() {
+            return Err(ApiError::invalid_field(format!(
+                "headers.{name}: value must be at most 4096 visible characters, without line breaks"
+            )));
+        }
+        normalised.insert(parsed.as_str().to_owned(), value.clone());
+    }
+    Ok(normalised)
+}
+
+fn validate_retry(retry: &Option<RetryPolicy>) -> Result<(), ApiError> {
+    match retry {
+        Some(policy) => policy.validate().map_err(ApiError::invalid_field),
+        None => Ok(()),
+    }
+}
+
+fn validate_timeout(timeout_ms: Option<u64>) -> Result<(), ApiError> {
+    match timeout_ms {
+        Some(t) if !TIMEOUT_RANGE_MS.contains(&t) => Err(ApiError::invalid_field(format!(
+            "timeout_ms: must be between {} and {}",
+            TIMEOUT_RANGE_MS.start(),
+            TIMEOUT_RANGE_MS.end()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn validate_description(description: &str) -> Result<(), ApiError> {
+    if description.len() > 1000 {
+        return Err(ApiError::invalid_field("description: at most 1000 characters"));
+    }
+    Ok(())
+}
+
+fn validate_event_types(event_types: &Option<Vec<String>>) -> Result<(), ApiError> {
+    match event_types {
+        Some(patterns) => filter::validate(patterns).map_err(ApiError::invalid_field),
+        None => Ok(()),
+    }
+}
+
+async fn load(state: &AppState, account_id: &str, id: &str) -> Result<Webhook, ApiError> {
+    state.store.get_webhook(account_id, id).await?.ok_or_else(|| ApiError::not_found("webhook"))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    JsonBody(body): JsonBody<CreateWebhook>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    validate_url(&body.url, state.allow_private_targets)?;
+    validate_description(&body.description)?;
+    validate_event_types(&body.event_types)?;
+    let headers = validate_headers(&body.headers)?;
+    let profile = Profile::parse(body.profile.as_deref().unwrap_or("standard")).map_err(ApiError::invalid_field)?;
+    validate_retry(&body.retry)?;
+    validate_timeout(body.timeout_ms)?;
+    let secret = match body.secret {
+        Some(secret) => {
+            signing::validate_secret(&secret).map_err(ApiError::invalid_field)?;
+            secret
+        }
+        None => signing::generate_secret(),
+    };
+    let now = state.clock.now();
+    let webhook = Webhook {
+        id: new_id("wh"),
+        account_id,
+        url: body.url,
+        description: body.description,
+        event_types: body.event_types,
+        enabled: body.enabled.unwrap_or(true),
+        headers,
+        profile,
+        retry: body.retry,
+        timeout_ms: body.timeout_ms,
+        secret,
+        previous_secret: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_webhook(webhook.clone()).await?;
+    let mut view = serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise");
+    view["secret"] = Value::String(webhook.secret.clone());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+) -> Result<Json<Value>, ApiError> {
+    let webhooks = state.store.list_webhooks(&account_id).await?;
+    let views: Vec<WebhookView> = webhooks.iter().map(WebhookView::from).collect();
+    Ok(Json(json!({ "data": views })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let webhook = load(&state, &account_id, &id).await?;
+    Ok(Json(serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise")))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateWebhook>,
+) -> Result<Json<Value>, ApiError> {
+    let mut webhook = load(&state, &account_id, &id).await?;
+    if let Some(url) = body.url {
+        validate_url(&url, state.allow_private_targets)?;
+        webhook.url = url;
+    }
+    if let Some(description) = body.description {
+        validate_description(&description)?;
+        webhook.description = description;
+    }
+    if let Some(event_types) = body.event_types {
+        validate_event_types(&event_types)?;
+        webhook.event_types = event_types;
+    }
+    if let Some(enabled) = body.enabled {
+        webhook.enabled = enabled;
+    }
+    if let Some(headers) = body.headers {
+        webhook.headers = validate_headers(&headers)?;
+    }
+    if let Some(profile) = body.profile {
+        webhook.profile = Profile::parse(&profile).map_err(ApiError::invalid_field)?;
+    }
+    if let Some(retry) = body.retry {
+        validate_retry(&retry)?;
+        webhook.retry = retry;
+    }
+    if let Some(timeout_ms) = body.timeout_ms {
+        validate_timeout(timeout_ms)?;
+        webhook.timeout_ms = timeout_ms;
+    }
+    webhook.updated_at = state.clock.now();
+    state.store.update_webhook(webhook.clone()).await?;
+    Ok(Json(serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise")))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_webhook(&account_id, &id, state.clock.now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn secret(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let webhook = load(&state, &account_id, &id).await?;
+    let now = state.clock.now();
+    let previous = webhook.previous_secret.filter(|p| p.expires_at > now);
+    Ok(Json(json!({ "secret": webhook.secret, "previous_secret": previous })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// The new secret; generated when absent.
+    secret: Option<String>,
+    /// How long the old secret keeps signing beside the new one.
+    grace_seconds: Option<u64>,
+}
+
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<RotateSecret>,
+) -> Result<Json<Value>, ApiError> {
+    let mut webhook = load(&state, &account_id, &id).await?;
+    let grace = body.grace_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_ROTATION_GRACE);
+    if grace > Duration::from_secs(7 * 24 * 3600) {
+        return Err(ApiError::invalid_field("grace_seconds: at most 604800 (7 days)"));
+    }
+    let new_secret = match body.secret {
+        Some(secret) => {
+            signing::validate_secret(&secret).map_err(ApiError::invalid_field)?;
+            secret
+        }
+        None => signing::generate_secret(),
+    };
+    let now = state.clock.now();
+    // Grace is real time, not scaled: it is about receivers redeploying.
+    let expires_at = Timestamp(now.0.saturating_add(grace.as_millis() as i64));
+    let old = std::mem::replace(&mut webhook.secret, new_secret);
+    webhook.previous_secret = Some(RetiringSecret { secret: old, expires_at });
+    webhook.updated_at = now;
+    state.store.update_webhook(webhook.clone()).await?;
+    Ok(Json(json!({ "secret": webhook.secret, "previous_secret": webhook.previous_secret })))
+}
+
+pub async fn send_test(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let webhook = load(&state, &account_id, &id).await?;
+    if !webhook.enabled {
+        return Err(ApiError::new(ErrorCode::Conflict, "webhook is disabled: enable it to send a test event"));
+    }
+    let payload = json!({ "message": "test event from herald", "webhook_id": webhook.id });
+    let event = NewEvent {
+        id: None,
+        event_type: TEST_EVENT_TYPE.to_owned(),
+        payload: payload.to_string(),
+        webhook_id: Some(webhook.id),
+        timestamp: None,
+    };
+    let outcome = state.store.ingest(&account_id, vec![event], state.clock.now()).await?;
+    state.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(&outcome[0]).expect("outcomes serialise"))))
+}

@@ -1,0 +1,156 @@
+//! Configuration: command-line flags, `HERALD_*` environment variables and
+//! an optional TOML file, parsed once into a typed `ServeConfig`. A flag or
+//! variable wins over the file; the file wins over the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+use crate::delivery::EngineConfig;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE: &str = "sqlite://herald.db";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// `herald serve` flags. Each is optional so that the config file can
+/// supply what they leave out.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address the API listens on [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_LISTEN")]
+    pub listen: Option<String>,
+    /// Where Herald keeps its data [default: sqlite://herald.db].
+    #[arg(long, env = "HERALD_DATABASE")]
+    pub database: Option<String>,
+    /// Allow webhook URLs on private, loopback and link-local addresses
+    /// (for local development and tests; never on a shared gateway).
+    #[arg(long, env = "HERALD_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+    /// Multiply every retry wait by this (0.001 turns hours into seconds).
+    #[arg(long, env = "HERALD_TIME_SCALE")]
+    pub time_scale: Option<f64>,
+    /// Largest request body the API accepts, in bytes [default: 1048576].
+    #[arg(long, env = "HERALD_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Concurrent requests to one webhook [default: 16].
+    #[arg(long, env = "HERALD_PER_WEBHOOK_CONCURRENCY")]
+    pub per_webhook_concurrency: Option<usize>,
+    /// Deliveries in flight across all webhooks [default: 1024].
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Seconds shutdown waits for attempts in flight [default: 10].
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// The operator token (creates accounts). Generated and printed once
+    /// on first start when not set.
+    #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// The config file's shape: the same settings, all optional.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database: Option<String>,
+    allow_private_targets: Option<bool>,
+    time_scale: Option<f64>,
+    max_body_bytes: Option<usize>,
+    per_webhook_concurrency: Option<usize>,
+    max_in_flight: Option<usize>,
+    shutdown_grace_seconds: Option<u64>,
+    admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub database: String,
+    pub allow_private_targets: bool,
+    pub time_scale: f64,
+    pub max_body_bytes: usize,
+    pub admin_token: Option<String>,
+    pub engine: EngineConfig,
+}
+
+impl ServeConfig {
+    pub fn from_args(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen_text = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text.parse().with_context(|| format!("listen: `{listen_text}` is not an address:port"))?;
+        let time_scale = args.time_scale.or(file.time_scale).unwrap_or(1.0);
+        if !(time_scale.is_finite() && time_scale > 0.0) {
+            anyhow::bail!("time_scale: must be a positive number");
+        }
+        let defaults = EngineConfig::default();
+        let engine = EngineConfig {
+            max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(defaults.max_in_flight).max(1),
+            per_webhook_concurrency: args
+                .per_webhook_concurrency
+                .or(file.per_webhook_concurrency)
+                .unwrap_or(defaults.per_webhook_concurrency)
+                .max(1),
+            shutdown_grace: args
+                .shutdown_grace_seconds
+                .or(file.shutdown_grace_seconds)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.shutdown_grace),
+            ..defaults
+        };
+        Ok(ServeConfig {
+            listen,
+            database: args.database.or(file.database).unwrap_or_else(|| DEFAULT_DATABASE.to_owned()),
+            allow_private_targets: args.allow_private_targets || file.allow_private_targets.unwrap_or(false),
+            time_scale,
+            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            admin_token: args.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
+            engine,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\ntime_scale = 0.5\nmax_in_flight = 7\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), time_scale: Some(0.001), ..Default::default() };
+        let config = ServeConfig::from_args(args).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(config.time_scale, 0.001);
+        assert_eq!(config.engine.max_in_flight, 7);
+        assert_eq!(config.database, DEFAULT_DATABASE);
+        assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+
+        std::fs::write(&path, "listn = \"x\"\n").unwrap();
+        let err = ServeConfig::from_args(ServeArgs { config: Some(path), ..Default::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let bad_scale = ServeArgs { time_scale: Some(0.0), ..Default::default() };
+        assert!(ServeConfig::from_args(bad_scale).is_err());
+        let bad_listen = ServeArgs { listen: Some("nowhere".into()), ..Default::default() };
+        assert!(ServeConfig::from_args(bad_listen).is_err());
+    }
+}

@@ -1,0 +1,70 @@
+//! One attempt of one delivery: render it through its profile, send it,
+//! and decide what comes next. The decision is pure (`next_step`), so the
+//! retry rules are testable without a network.
+
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::http_client::{Outbound, ReceivedResponse, SendError};
+use crate::model::{Attempt, AttemptRecord, DueDelivery, ErrorClass, NextStep, Timestamp};
+use crate::retry::{RetryPolicy, parse_retry_after};
+
+/// Sends `due` once and returns what the store should record.
+/// `jitter_sample` is uniform in [-1, 1].
+pub async fn perform(outbound: &Outbound, clock: &dyn Clock, due: &DueDelivery, jitter_sample: f64) -> AttemptRecord {
+    let started_at = clock.now();
+    let request = due.webhook.profile.render(due, started_at);
+    let timeout = Duration::from_millis(due.webhook.effective_timeout_ms());
+    // Latency is measured, not waited for, so it reads the monotonic timer.
+    let stopwatch = std::time::Instant::now();
+    let result = outbound.send(request, timeout).await;
+    let duration_ms = stopwatch.elapsed().as_millis() as u64;
+    let finished_at = clock.now();
+    let next = next_step(&due.webhook.effective_retry(), due, &result, finished_at, clock, jitter_sample);
+    let attempt = match result {
+        Ok(response) => Attempt {
+            started_at,
+            duration_ms,
+            status_code: Some(response.status),
+            error_class: (!is_success(response.status)).then_some(ErrorClass::Status),
+            error_message: (!is_success(response.status)).then(|| format!("receiver answered {}", response.status)),
+            response_body: Some(response.body_excerpt),
+        },
+        Err(SendError { class, message }) => Attempt {
+            started_at,
+            duration_ms,
+            status_code: None,
+            response_body: None,
+            error_class: Some(class),
+            error_message: Some(message),
+        },
+    };
+    AttemptRecord { delivery_id: due.delivery_id.clone(), attempt, next }
+}
+
+pub fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// What follows an attempt that ended at `now` with `result`.
+pub fn next_step(
+    policy: &RetryPolicy,
+    due: &DueDelivery,
+    result: &Result<ReceivedResponse, SendError>,
+    now: Timestamp,
+    clock: &dyn Clock,
+    jitter_sample: f64,
+) -> NextStep {
+    let retry_after = match result {
+        Ok(response) if is_success(response.status) => return NextStep::Success,
+        Ok(response) => response.retry_after.as_deref().and_then(|v| parse_retry_after(v, now.unix_seconds())),
+        Err(_) => None,
+    };
+    if due.final_attempt {
+        return NextStep::Failed;
+    }
+    match policy.next_wait(due.n_attempts + 1, retry_after, jitter_sample) {
+        Some(wait) => NextStep::RetryAt(clock.after(now, wait)),
+        None => NextStep::Failed,
+    }
+}

@@ -1,0 +1,114 @@
+//! API errors: one table of codes, each with its HTTP status. Bodies are
+//! `{"code", "message"}` with a stable `code` callers can branch on and a
+//! message that says what is wrong and where.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The body is not JSON, or not the JSON the endpoint takes.
+    InvalidJson,
+    /// A field's value is out of range or malformed.
+    InvalidField,
+    /// The body is larger than the configured limit.
+    PayloadTooLarge,
+    /// No token, or a token Herald does not know.
+    Unauthorized,
+    /// An account token used on an operator-only endpoint.
+    Forbidden,
+    /// No such resource in the caller's account.
+    NotFound,
+    /// The resource is in a state that does not allow this.
+    Conflict,
+    /// Content type is not JSON.
+    UnsupportedMediaType,
+    /// Something failed inside Herald; details are in its log.
+    Internal,
+    /// Herald is shutting down or its store is unavailable.
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidField => "invalid_field",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidJson | Self::InvalidField => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    pub fn invalid_field(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidField, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { code: self.code.as_str(), message: &self.message };
+        (self.code.status(), Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => ApiError::not_found(&what),
+            StoreError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
+            StoreError::Invalid(message) => ApiError::invalid_field(message),
+            StoreError::Closed => ApiError::new(ErrorCode::Unavailable, "herald is shutting down"),
+            StoreError::Internal(err) => {
+                // Logged once here; the caller sees an opaque message.
+                tracing::error!(error = %err, "store error");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The one outbound HTTP client. It never follows redirects, never uses a
+//! proxy from the environment, bounds what it reads of a response, and
+//! refuses to connect to private, loopback, link-local and other non-public
+//! addresses unless the operator allows them. The check runs on the
+//! addresses a name resolves to at connect time, so DNS rebinding does not
+//! get around it, and on IP-literal URLs before anything is sent.
+
+use std::error::Error as StdError;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use crate::model::ErrorClass;
+use crate::profile::OutgoingRequest;
+
+/// How much of a response body the attempt log keeps.
+pub const RESPONSE_EXCERPT_BYTES: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct ReceivedResponse {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body_excerpt: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not a public address (start herald with --allow-private-targets to allow it)")]
+struct Blocked(IpAddr);
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not resolve {name}: {reason}")]
+struct DnsFailure {
+    name: String,
+    reason: String,
+}
+
+/// Resolves names with the system resolver and drops what may not be dialled.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| DnsFailure { name: host.clone(), reason: e.to_string() })?
+                .collect();
+            let allowed: Vec<SocketAddr> =
+                resolved.iter().copied().filter(|a| allow_private || is_public(a.ip())).collect();
+            match (allowed.is_empty(), resolved.first()) {
+                (false, _) => Ok(Box::new(allowed.into_iter()) as Addrs),
+                (true, Some(first)) => Err(Box::new(Blocked(first.ip())) as Box<dyn StdError + Send + Sync>),
+                (true, None) => Err(Box::new(DnsFailure { name: host, reason: "no addresses".into() }) as _),
+            }
+        })
+    }
+}
+
+/// Whether `ip` is an ordinary public unicast address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            let s = v6.segments();
+            // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                return is_public_v4(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || s[0..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible and other ::/96
+        }
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // shared address space
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 198 && (18..20).contains(&b)) // benchmarking
+        || a >= 240) // reserved
+}
+
+/// Installs rustls' ring provider once per process; every HTTPS client
+/// Herald makes needs it.
+pub fn install_tls_provider() {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+#[derive(Clone)]
+pub struct Outbound {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl Outbound {
+    pub fn new(allow_private: bool) -> anyhow::Result<Outbound> {
+        install_tls_provider();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Outbound { client, allow_private })
+    }
+
+    /// Sends one request and reads at most `RESPONSE_EXCERPT_BYTES` of the
+    /// answer, all within `timeout`.
+    pub async fn send(&self, request: OutgoingRequest, timeout: Duration) -> Result<ReceivedResponse, SendError> {
+        let url = reqwest::Url::parse(&request.url)
+            .map_err(|e| SendError { class: ErrorClass::Request, message: format!("invalid url: {e}") })?;
+        if !self.allow_private {
+            let literal = match url.host() {
+                Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+                Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+                _ => None,
+            };
+            if let Some(ip) = literal.filter(|ip| !is_public(*ip)) {
+                return Err(SendError { class: ErrorClass::Blocked, message: Blocked(ip).to_string() });
+            }
+        }
+        let mut builder = self.client.request(request.method, url).timeout(timeout).body(request.body);
+        for (name, value) in request.headers {
+            builder = builder.header(name, value);
+        }
+        let mut response = builder.send().await.map_err(classify)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut excerpt = Vec::new();
+        // A body that breaks off or runs past the timeout still leaves the
+        // status we already have; what was read is kept.
+        while excerpt.len() < RESPONSE_EXCERPT_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => excerpt.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        excerpt.truncate(RESPONSE_EXCERPT_BYTES);
+        Ok(ReceivedResponse { status, retry_after, body_excerpt: String::from_utf8_lossy(&excerpt).into_owned() })
+    }
+}
+
+fn classify(err: reqwest::Error) -> SendError {
+    let mut source: Option<&(dyn StdError + 'static)> = err.source();
+    let mut innermost = err.to_string();
+    while let Some(cause) = source {
+        if let Some(blocked) = cause.downcast_ref::<Blocked>() {
+            return SendError { class: ErrorClass::Blocked, message: blocked.to_string() };
+        }
+        if let Some(dns) = cause.downcast_ref::<DnsFailure>() {
+            return SendError { class: ErrorClass::Dns, message: dns.to_string() };
+        }
+        innermost = cause.to_string();
+        source = cause.source();
+    }
+    let class = if err.is_timeout() {
+        ErrorClass::Timeout
+    } else if err.is_connect() {
+        ErrorClass::Connect
+    } else {
+        ErrorClass::Request
+    };
+    SendError { class, message: innermost }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(ip: &str, public: bool) {
+        assert_eq!(is_public(ip.parse().unwrap()), public, "{ip}");
+    }
+
+    #[test]
+    fn non_public_ranges_are_refused() {
+        for ip in [
+            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
+            "255.255.255.255", "224.0.0.1", "198.18.0.1", "::1", "::", "fe80::1", "fd00::1", "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1", "64:ff9b::a00:1", "2001:db8::1", "::127.0.0.1",
+        ] {
+            check(ip, false);
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+            check(ip, true);
+        }
+    }
+}

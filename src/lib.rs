@@ -1,0 +1,26 @@
+//! Herald: a self-hosted webhook delivery gateway.
+//!
+//! Layout: `app` wires everything together. Requests enter through `api`
+//! (one file per resource), which validates them and calls the `store`
+//! (every durable fact, behind one trait; only `store/` holds SQL). The
+//! `delivery` engine claims due deliveries from the store, renders each
+//! through its webhook's `profile`, signs it (`signing`), sends it with the
+//! one outbound client (`http_client`) and records the attempt; `retry`
+//! decides the waits. Every wait reads the one `clock`. `cli` holds the
+//! subcommands of the `herald` binary.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod credentials;
+pub mod delivery;
+pub mod error;
+pub mod filter;
+pub mod http_client;
+pub mod model;
+pub mod profile;
+pub mod retry;
+pub mod signing;
+pub mod store;

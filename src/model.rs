@@ -1,0 +1,313 @@
+//! Domain types shared by the API, the store and the delivery engine: ids,
+//! timestamps, webhooks, events, deliveries and attempts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::profile::Profile;
+use crate::retry::RetryPolicy;
+
+/// Milliseconds since the Unix epoch, as read from the one clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn to_rfc3339(self) -> String {
+        let nanos = self.0 as i128 * 1_000_000;
+        OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+    }
+
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+        Some(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+
+    pub fn unix_seconds(self) -> i64 {
+        self.0.div_euclid(1000)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+/// Makes a new id: a prefix naming what it identifies, then a ULID, so ids
+/// sort by creation time (the delivery log's cursor relies on that).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Retrying,
+    Success,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Retrying => "retrying",
+            Self::Success => "success",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => Self::Pending,
+            "retrying" => Self::Retrying,
+            "success" => Self::Success,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// No response within the webhook's timeout.
+    Timeout,
+    /// The TCP or TLS connection could not be made.
+    Connect,
+    /// The host name did not resolve.
+    Dns,
+    /// The target resolved to an address Herald may not send to.
+    Blocked,
+    /// The receiver answered with a non-2xx status (3xx included).
+    Status,
+    /// Anything else that broke the exchange (reset mid-body, bad URL …).
+    Request,
+    /// The webhook was disabled or deleted before the attempt.
+    Disabled,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Dns => "dns",
+            Self::Blocked => "blocked",
+            Self::Status => "status",
+            Self::Request => "request",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "timeout" => Self::Timeout,
+            "connect" => Self::Connect,
+            "dns" => Self::Dns,
+            "blocked" => Self::Blocked,
+            "status" => Self::Status,
+            "request" => Self::Request,
+            "disabled" => Self::Disabled,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// Who a bearer token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Operator,
+    Account(String),
+}
+
+/// A signing secret that keeps signing beside the current one until
+/// `expires_at` (secret rotation).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetiringSecret {
+    pub secret: String,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub id: String,
+    pub account_id: String,
+    pub url: String,
+    pub description: String,
+    /// `None` means every event.
+    pub event_types: Option<Vec<String>>,
+    pub enabled: bool,
+    pub headers: BTreeMap<String, String>,
+    pub profile: Profile,
+    /// `None` means the profile's default policy.
+    pub retry: Option<RetryPolicy>,
+    /// `None` means the profile's default timeout.
+    pub timeout_ms: Option<u64>,
+    pub secret: String,
+    pub previous_secret: Option<RetiringSecret>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Webhook {
+    pub fn effective_retry(&self) -> RetryPolicy {
+        self.retry.clone().unwrap_or_else(|| self.profile.default_retry())
+    }
+
+    pub fn effective_timeout_ms(&self) -> u64 {
+        self.timeout_ms.unwrap_or_else(|| self.profile.default_timeout_ms())
+    }
+
+    /// The secrets that sign a request sent at `now`: the current one first.
+    pub fn signing_secrets(&self, now: Timestamp) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let Some(old) = &self.previous_secret
+            && old.expires_at > now
+        {
+            secrets.push(old.secret.as_str());
+        }
+        secrets
+    }
+}
+
+/// An event as the ingest API accepted it, before it is stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: Option<String>,
+    pub event_type: String,
+    /// The payload's JSON text exactly as received.
+    pub payload: String,
+    pub webhook_id: Option<String>,
+    pub timestamp: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub payload: Box<serde_json::value::RawValue>,
+    pub webhook_id: Option<String>,
+    pub timestamp: Timestamp,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestOutcome {
+    pub id: String,
+    pub deliveries: u32,
+    /// True when the id was seen before: nothing new was created.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub webhook_id: String,
+    pub status: DeliveryStatus,
+    pub n_attempts: u32,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    pub status_code: Option<u16>,
+    pub response_body: Option<String>,
+    pub error_class: Option<ErrorClass>,
+    pub error_message: Option<String>,
+}
+
+/// A delivery the engine has claimed and must now attempt.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub delivery_id: String,
+    pub n_attempts: u32,
+    /// Set after a manual retry: this attempt is the last whatever happens.
+    pub final_attempt: bool,
+    pub event_id: String,
+    pub event_type: String,
+    pub event_timestamp: Timestamp,
+    pub payload: String,
+    pub webhook: Webhook,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Success,
+    RetryAt(Timestamp),
+    Failed,
+}
+
+/// One finished attempt and the delivery's next step, as the store records it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    pub attempt: Attempt,
+    pub next: NextStep,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub webhook_id: Option<String>,
+    pub event_type: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    /// Only deliveries whose id sorts before this one (the next page).
+    pub before_id: Option<String>,
+    pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_through_rfc3339() {
+        let t = Timestamp(1_614_265_330_123);
+        assert_eq!(t.to_rfc3339(), "2021-02-25T15:02:10.123Z");
+        assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+        assert_eq!(Timestamp::parse_rfc3339("2021-06-18T14:48:06.886358Z"), Some(Timestamp(1_624_027_686_886)));
+        assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn ids_name_what_they_identify() {
+        let a = new_id("dlv");
+        assert!(a.starts_with("dlv_"));
+        assert_eq!(a.len(), 4 + 26);
+        assert_ne!(a, new_id("dlv"));
+    }
+}

@@ -1,0 +1,100 @@
+//! The store: every durable fact Herald keeps, behind one trait of domain
+//! verbs. Only `store/` contains SQL. The SQLite implementation is the
+//! default; a PostgreSQL one implements the same trait.
+
+mod sqlite;
+mod sqlite_pool;
+
+use async_trait::async_trait;
+
+use crate::model::{
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DueDelivery, Event, IngestOutcome, NewEvent, Principal,
+    Timestamp, Webhook,
+};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the store is closed")]
+    Closed,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What the first start of a database created.
+#[derive(Debug, Default)]
+pub struct Bootstrap {
+    /// The operator token, when Herald generated it (shown once).
+    pub generated_operator_token: Option<String>,
+    /// The default account and its token, when this start created them.
+    pub default_account: Option<(Account, String)>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Installs the operator token (given, or generated when none exists)
+    /// and creates a default account on an empty database.
+    async fn bootstrap(&self, operator_token: Option<String>, now: Timestamp) -> StoreResult<Bootstrap>;
+
+    /// Who a token (by its hash) belongs to.
+    async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<Principal>>;
+
+    async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account>;
+
+    async fn create_webhook(&self, webhook: Webhook) -> StoreResult<()>;
+    async fn list_webhooks(&self, account_id: &str) -> StoreResult<Vec<Webhook>>;
+    async fn get_webhook(&self, account_id: &str, id: &str) -> StoreResult<Option<Webhook>>;
+    /// Replaces a webhook's fields; `NotFound` if it is not the account's.
+    async fn update_webhook(&self, webhook: Webhook) -> StoreResult<()>;
+    /// Deletes a webhook; its unfinished deliveries fail when next claimed.
+    async fn delete_webhook(&self, account_id: &str, id: &str, now: Timestamp) -> StoreResult<()>;
+
+    /// Stores events and their deliveries in one durable commit. A known
+    /// caller id returns the original event and creates nothing.
+    async fn ingest(&self, account_id: &str, events: Vec<NewEvent>, now: Timestamp) -> StoreResult<Vec<IngestOutcome>>;
+    async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<Event>>;
+
+    /// Claims up to `limit` deliveries due at `now` whose webhook is not in
+    /// `exclude_webhooks`, leasing them until `lease_until`. Deliveries of a
+    /// disabled or deleted webhook are failed instead of returned.
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+        exclude_webhooks: Vec<String>,
+    ) -> StoreResult<Vec<DueDelivery>>;
+    /// When the next delivery falls due, ignoring `exclude_webhooks`.
+    async fn next_due_at(&self, exclude_webhooks: Vec<String>) -> StoreResult<Option<Timestamp>>;
+    /// Records an attempt and the delivery's next step.
+    async fn record_attempt(&self, record: AttemptRecord, now: Timestamp) -> StoreResult<()>;
+    /// Makes every leased delivery due at `now` (a single node's restart).
+    async fn release_leases(&self, now: Timestamp) -> StoreResult<u64>;
+
+    async fn list_deliveries(&self, account_id: &str, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>>;
+    async fn get_delivery(&self, account_id: &str, id: &str) -> StoreResult<Option<(Delivery, Vec<Attempt>)>>;
+    /// Schedules a finished delivery for one more attempt at `now`.
+    async fn retry_delivery(&self, account_id: &str, id: &str, now: Timestamp) -> StoreResult<Delivery>;
+}
+
+/// Opens the store a `--database` URL names.
+pub fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        return Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(path))?));
+    }
+    anyhow::bail!("unsupported database url `{url}`: expected sqlite://PATH")
+}
+
+/// The file a `--database` URL names, for files kept beside it.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).map(std::path::PathBuf::from)
+}

@@ -1,0 +1,660 @@
+//! The embedded SQLite store: the default, zero-configuration backend.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::sqlite_pool::{Pool, internal};
+use super::{Bootstrap, Store, StoreError, StoreResult};
+use crate::filter;
+use crate::model::{
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, ErrorClass, Event,
+    IngestOutcome, NewEvent, NextStep, Principal, RetiringSecret, Timestamp, Webhook, new_id,
+};
+use crate::profile::Profile;
+use crate::signing;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts how
+/// many a database has had. Append only: never edit a shipped migration.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL);
+-- account_id NULL marks an operator token.
+CREATE TABLE tokens (hash TEXT PRIMARY KEY, account_id TEXT, created_at INTEGER NOT NULL);
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    description TEXT NOT NULL,
+    event_types TEXT,
+    enabled INTEGER NOT NULL,
+    headers TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    retry TEXT,
+    timeout_ms INTEGER,
+    secret TEXT NOT NULL,
+    previous_secret TEXT,
+    previous_expires_at INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX webhooks_by_account ON webhooks (account_id) WHERE deleted = 0;
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    webhook_id TEXT,
+    timestamp INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    n_deliveries INTEGER NOT NULL,
+    UNIQUE (account_id, id)
+);
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    event_seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n_attempts INTEGER NOT NULL DEFAULT 0,
+    final_attempt INTEGER NOT NULL DEFAULT 0,
+    -- Set while the delivery is pending or retrying: when it is due, or,
+    -- while leased, when the lease runs out.
+    next_attempt_at INTEGER,
+    leased INTEGER NOT NULL DEFAULT 0,
+    last_status_code INTEGER,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX deliveries_by_account ON deliveries (account_id, id);
+CREATE TABLE attempts (
+    seq INTEGER PRIMARY KEY,
+    delivery_id TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    status_code INTEGER,
+    response_body TEXT,
+    error_class TEXT,
+    error_message TEXT
+);
+CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
+"#];
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let tx = conn.transaction()?;
+    let applied: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if applied > MIGRATIONS.len() {
+        anyhow::bail!("database schema version {applied} is newer than this herald ({})", MIGRATIONS.len());
+    }
+    for migration in &MIGRATIONS[applied..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub struct SqliteStore {
+    pool: Pool,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+        Ok(SqliteStore { pool: Pool::open(path, migrate)? })
+    }
+}
+
+const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.description, w.event_types, w.enabled, w.headers, \
+     w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at";
+
+fn json_column<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(idx)?;
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+    })
+    .transpose()
+}
+
+/// Reads a webhook from `WEBHOOK_COLUMNS` starting at column `at`.
+fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook> {
+    let profile: String = row.get(at + 7)?;
+    let previous_secret: Option<String> = row.get(at + 11)?;
+    let previous_expires_at: Option<i64> = row.get(at + 12)?;
+    Ok(Webhook {
+        id: row.get(at)?,
+        account_id: row.get(at + 1)?,
+        url: row.get(at + 2)?,
+        description: row.get(at + 3)?,
+        event_types: json_column(row, at + 4)?,
+        enabled: row.get(at + 5)?,
+        headers: json_column::<BTreeMap<String, String>>(row, at + 6)?.unwrap_or_default(),
+        profile: Profile::parse(&profile).unwrap_or_default(),
+        retry: json_column(row, at + 8)?,
+        timeout_ms: row.get::<_, Option<i64>>(at + 9)?.map(|t| t as u64),
+        secret: row.get(at + 10)?,
+        previous_secret: previous_secret
+            .zip(previous_expires_at)
+            .map(|(secret, expires_at)| RetiringSecret { secret, expires_at: Timestamp(expires_at) }),
+        created_at: Timestamp(row.get(at + 13)?),
+        updated_at: Timestamp(row.get(at + 14)?),
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("domain values serialise")
+}
+
+const DELIVERY_COLUMNS: &str = "id, event_id, event_type, webhook_id, status, n_attempts, next_attempt_at, \
+     last_status_code, last_error, created_at, updated_at, leased";
+
+fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
+    let status: String = row.get(4)?;
+    let leased: bool = row.get(11)?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        event_type: row.get(2)?,
+        webhook_id: row.get(3)?,
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
+        n_attempts: row.get(5)?,
+        // While leased, the column holds the lease's end, not a schedule.
+        next_attempt_at: if leased { None } else { row.get::<_, Option<i64>>(6)?.map(Timestamp) },
+        last_status_code: row.get(7)?,
+        last_error: row.get(8)?,
+        created_at: Timestamp(row.get(9)?),
+        updated_at: Timestamp(row.get(10)?),
+    })
+}
+
+fn insert_token(conn: &Connection, hash: &str, account_id: Option<&str>, now: Timestamp) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO tokens (hash, account_id, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![hash, account_id, now.0])?;
+    Ok(())
+}
+
+fn insert_account(conn: &Connection, name: &str, token_hash: &str, now: Timestamp) -> rusqlite::Result<Account> {
+    let account = Account { id: new_id("acc"), name: name.to_owned(), created_at: now };
+    conn.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![account.id, account.name, now.0])?;
+    insert_token(conn, token_hash, Some(&account.id), now)?;
+    Ok(account)
+}
+
+fn load_webhooks(conn: &Connection, account_id: &str) -> rusqlite::Result<Vec<Webhook>> {
+    let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.account_id = ?1 AND w.deleted = 0 ORDER BY w.id");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    stmt.query_map([account_id], |row| webhook_from_row(row, 0))?.collect()
+}
+
+fn finish_without_attempt(conn: &Connection, delivery_id: &str, reason: &str, now: Timestamp) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, leased = 0, last_status_code = NULL, \
+         last_error = ?2, updated_at = ?3 WHERE id = ?1",
+    )?
+    .execute(params![delivery_id, reason, now.0])?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn bootstrap(&self, operator_token: Option<String>, now: Timestamp) -> StoreResult<Bootstrap> {
+        self.pool
+            .write(move |conn| {
+                let mut outcome = Bootstrap::default();
+                match operator_token {
+                    Some(token) => {
+                        // The configured token replaces any earlier operator token.
+                        conn.execute("DELETE FROM tokens WHERE account_id IS NULL", [])?;
+                        insert_token(conn, &signing::token_hash(&token), None, now)?;
+                    }
+                    None => {
+                        let n: i64 = conn.query_row("SELECT COUNT(*) FROM tokens WHERE account_id IS NULL", [], |r| r.get(0))?;
+                        if n == 0 {
+                            let token = signing::generate_token();
+                            insert_token(conn, &signing::token_hash(&token), None, now)?;
+                            outcome.generated_operator_token = Some(token);
+                        }
+                    }
+                }
+                let n_accounts: i64 = conn.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))?;
+                if n_accounts == 0 {
+                    let token = signing::generate_token();
+                    let account = insert_account(conn, "default", &signing::token_hash(&token), now)?;
+                    outcome.default_account = Some((account, token));
+                }
+                Ok(outcome)
+            })
+            .await
+    }
+
+    async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
+        let hash = token_hash.to_owned();
+        self.pool
+            .read(move |conn| {
+                let found: Option<Option<String>> = conn
+                    .prepare_cached("SELECT account_id FROM tokens WHERE hash = ?1")?
+                    .query_row([hash], |r| r.get(0))
+                    .optional()?;
+                Ok(found.map(|account| match account {
+                    Some(id) => Principal::Account(id),
+                    None => Principal::Operator,
+                }))
+            })
+            .await
+    }
+
+    async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account> {
+        let (name, hash) = (name.to_owned(), token_hash.to_owned());
+        self.pool.write(move |conn| Ok(insert_account(conn, &name, &hash, now)?)).await
+    }
+
+    async fn create_webhook(&self, webhook: Webhook) -> StoreResult<()> {
+        self.pool
+            .write(move |conn| {
+                let w = &webhook;
+                conn.prepare_cached(
+                    "INSERT INTO webhooks (id, account_id, url, description, event_types, enabled, headers, profile, \
+                     retry, timeout_ms, secret, previous_secret, previous_expires_at, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )?
+                .execute(params![
+                    w.id,
+                    w.account_id,
+                    w.url,
+                    w.description,
+                    w.event_types.as_ref().map(to_json),
+                    w.enabled,
+                    to_json(&w.headers),
+                    w.profile.name(),
+                    w.retry.as_ref().map(to_json),
+                    w.timeout_ms.map(|t| t as i64),
+                    w.secret,
+                    w.previous_secret.as_ref().map(|p| p.secret.clone()),
+                    w.previous_secret.as_ref().map(|p| p.expires_at.0),
+                    w.created_at.0,
+                    w.updated_at.0,
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_webhooks(&self, account_id: &str) -> StoreResult<Vec<Webhook>> {
+        let account_id = account_id.to_owned();
+        self.pool.read(move |conn| Ok(load_webhooks(conn, &account_id)?)).await
+    }
+
+    async fn get_webhook(&self, account_id: &str, id: &str) -> StoreResult<Option<Webhook>> {
+        let (account_id, id) = (account_id.to_owned(), id.to_owned());
+        self.pool
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.id = ?1 AND w.account_id = ?2 AND w.deleted = 0"
+                );
+                Ok(conn.prepare_cached(&sql)?.query_row([id, account_id], |row| webhook_from_row(row, 0)).optional()?)
+            })
+            .await
+    }
+
+    async fn update_webhook(&self, webhook: Webhook) -> StoreResult<()> {
+        self.pool
+            .write(move |conn| {
+                let w = &webhook;
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, enabled = ?6, headers = ?7, \
+                         profile = ?8, retry = ?9, timeout_ms = ?10, secret = ?11, previous_secret = ?12, \
+                         previous_expires_at = ?13, updated_at = ?14 \
+                         WHERE id = ?1 AND account_id = ?2 AND deleted = 0",
+                    )?
+                    .execute(params![
+                        w.id,
+                        w.account_id,
+                        w.url,
+                        w.description,
+                        w.event_types.as_ref().map(to_json),
+                        w.enabled,
+                        to_json(&w.headers),
+                        w.profile.name(),
+                        w.retry.as_ref().map(to_json),
+                        w.timeout_ms.map(|t| t as i64),
+                        w.secret,
+                        w.previous_secret.as_ref().map(|p| p.secret.clone()),
+                        w.previous_secret.as_ref().map(|p| p.expires_at.0),
+                        w.updated_at.0,
+                    ])?;
+                if n == 0 { Err(StoreError::NotFound("webhook".into())) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn delete_webhook(&self, account_id: &str, id: &str, now: Timestamp) -> StoreResult<()> {
+        let (account_id, id) = (account_id.to_owned(), id.to_owned());
+        self.pool
+            .write(move |conn| {
+                let n = conn.execute(
+                    "UPDATE webhooks SET deleted = 1, updated_at = ?3 WHERE id = ?1 AND account_id = ?2 AND deleted = 0",
+                    params![id, account_id, now.0],
+                )?;
+                if n == 0 { Err(StoreError::NotFound("webhook".into())) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn ingest(&self, account_id: &str, events: Vec<NewEvent>, now: Timestamp) -> StoreResult<Vec<IngestOutcome>> {
+        let account_id = account_id.to_owned();
+        self.pool.write(move |conn| ingest_in(conn, &account_id, events, now)).await
+    }
+
+    async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<Event>> {
+        let (account_id, id) = (account_id.to_owned(), id.to_owned());
+        self.pool
+            .read(move |conn| {
+                let found = conn
+                    .prepare_cached(
+                        "SELECT id, type, payload, webhook_id, timestamp, created_at FROM events \
+                         WHERE account_id = ?1 AND id = ?2",
+                    )?
+                    .query_row([account_id, id], |row| {
+                        let payload: String = row.get(2)?;
+                        Ok((row.get(0)?, row.get(1)?, payload, row.get(3)?, row.get(4)?, row.get(5)?))
+                    })
+                    .optional()?;
+                let Some((id, event_type, payload, webhook_id, timestamp, created_at)) = found else { return Ok(None) };
+                let payload = serde_json::value::RawValue::from_string(payload)
+                    .map_err(|e| StoreError::Internal(anyhow::anyhow!("stored payload is not json: {e}")))?;
+                Ok(Some(Event {
+                    id,
+                    event_type,
+                    payload,
+                    webhook_id,
+                    timestamp: Timestamp(timestamp),
+                    created_at: Timestamp(created_at),
+                }))
+            })
+            .await
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+        exclude_webhooks: Vec<String>,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        self.pool
+            .write(move |conn| {
+                let sql = format!(
+                    "SELECT d.id, d.n_attempts, d.final_attempt, d.event_id, d.event_type, e.timestamp, e.payload, \
+                     w.enabled, w.deleted, {WEBHOOK_COLUMNS} \
+                     FROM deliveries d JOIN events e ON e.seq = d.event_seq JOIN webhooks w ON w.id = d.webhook_id \
+                     WHERE d.next_attempt_at <= ?1 AND d.webhook_id NOT IN (SELECT value FROM json_each(?2)) \
+                     ORDER BY d.next_attempt_at LIMIT ?3"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![now.0, to_json(&exclude_webhooks), limit as i64], |row| {
+                    let enabled: bool = row.get(7)?;
+                    let deleted: bool = row.get(8)?;
+                    let due = DueDelivery {
+                        delivery_id: row.get(0)?,
+                        n_attempts: row.get(1)?,
+                        final_attempt: row.get(2)?,
+                        event_id: row.get(3)?,
+                        event_type: row.get(4)?,
+                        event_timestamp: Timestamp(row.get(5)?),
+                        payload: row.get(6)?,
+                        webhook: webhook_from_row(row, 9)?,
+                    };
+                    Ok((due, enabled, deleted))
+                })?;
+                let mut claimed = Vec::with_capacity(limit);
+                let mut cancelled = Vec::new();
+                for row in rows {
+                    let (due, enabled, deleted) = row?;
+                    match (deleted, enabled) {
+                        (true, _) => cancelled.push((due.delivery_id, "webhook deleted")),
+                        (false, false) => cancelled.push((due.delivery_id, "webhook disabled")),
+                        (false, true) => claimed.push(due),
+                    }
+                }
+                drop(stmt);
+                let mut lease =
+                    conn.prepare_cached("UPDATE deliveries SET next_attempt_at = ?2, leased = 1 WHERE id = ?1")?;
+                for due in &claimed {
+                    lease.execute(params![due.delivery_id, lease_until.0])?;
+                }
+                for (id, reason) in cancelled {
+                    finish_without_attempt(conn, &id, reason, now)?;
+                }
+                Ok(claimed)
+            })
+            .await
+    }
+
+    async fn next_due_at(&self, exclude_webhooks: Vec<String>) -> StoreResult<Option<Timestamp>> {
+        self.pool
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT next_attempt_at FROM deliveries WHERE next_attempt_at IS NOT NULL \
+                         AND webhook_id NOT IN (SELECT value FROM json_each(?1)) ORDER BY next_attempt_at LIMIT 1",
+                    )?
+                    .query_row([to_json(&exclude_webhooks)], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    .map(Timestamp))
+            })
+            .await
+    }
+
+    async fn record_attempt(&self, record: AttemptRecord, now: Timestamp) -> StoreResult<()> {
+        self.pool
+            .write(move |conn| {
+                let a = &record.attempt;
+                conn.prepare_cached(
+                    "INSERT INTO attempts (delivery_id, started_at, duration_ms, status_code, response_body, \
+                     error_class, error_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    record.delivery_id,
+                    a.started_at.0,
+                    a.duration_ms as i64,
+                    a.status_code,
+                    a.response_body,
+                    a.error_class.map(|c| c.as_str()),
+                    a.error_message,
+                ])?;
+                let (status, next_at) = match record.next {
+                    NextStep::Success => (DeliveryStatus::Success, None),
+                    NextStep::RetryAt(at) => (DeliveryStatus::Retrying, Some(at.0)),
+                    NextStep::Failed => (DeliveryStatus::Failed, None),
+                };
+                let last_error = a.error_message.as_ref().map(|m| match a.error_class {
+                    Some(class) => format!("{}: {m}", class.as_str()),
+                    None => m.clone(),
+                });
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = ?2, n_attempts = n_attempts + 1, final_attempt = 0, \
+                     next_attempt_at = ?3, leased = 0, last_status_code = ?4, last_error = ?5, updated_at = ?6 \
+                     WHERE id = ?1",
+                )?
+                .execute(params![record.delivery_id, status.as_str(), next_at, a.status_code, last_error, now.0])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn release_leases(&self, now: Timestamp) -> StoreResult<u64> {
+        self.pool
+            .write(move |conn| {
+                Ok(conn.execute("UPDATE deliveries SET next_attempt_at = ?1, leased = 0 WHERE leased = 1", [now.0])?
+                    as u64)
+            })
+            .await
+    }
+
+    async fn list_deliveries(&self, account_id: &str, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        let account_id = account_id.to_owned();
+        self.pool
+            .read(move |conn| {
+                let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE account_id = ?");
+                let mut args: Vec<rusqlite::types::Value> = vec![account_id.into()];
+                let mut condition = |clause: &str, value: rusqlite::types::Value| {
+                    sql.push_str(clause);
+                    args.push(value);
+                };
+                if let Some(status) = filter.status {
+                    condition(" AND status = ?", status.as_str().to_owned().into());
+                }
+                if let Some(webhook_id) = filter.webhook_id {
+                    condition(" AND webhook_id = ?", webhook_id.into());
+                }
+                if let Some(event_type) = filter.event_type {
+                    condition(" AND event_type = ?", event_type.into());
+                }
+                if let Some(since) = filter.since {
+                    condition(" AND created_at >= ?", since.0.into());
+                }
+                if let Some(until) = filter.until {
+                    condition(" AND created_at < ?", until.0.into());
+                }
+                if let Some(before) = filter.before_id {
+                    condition(" AND id < ?", before.into());
+                }
+                sql.push_str(" ORDER BY id DESC LIMIT ?");
+                args.push((filter.limit as i64).into());
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(args), delivery_from_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    async fn get_delivery(&self, account_id: &str, id: &str) -> StoreResult<Option<(Delivery, Vec<Attempt>)>> {
+        let (account_id, id) = (account_id.to_owned(), id.to_owned());
+        self.pool
+            .read(move |conn| {
+                let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1 AND account_id = ?2");
+                let Some(delivery) = conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row).optional()?
+                else {
+                    return Ok(None);
+                };
+                let mut stmt = conn.prepare_cached(
+                    "SELECT started_at, duration_ms, status_code, response_body, error_class, error_message \
+                     FROM attempts WHERE delivery_id = ?1 ORDER BY seq",
+                )?;
+                let attempts = stmt
+                    .query_map([&id], |row| {
+                        let class: Option<String> = row.get(4)?;
+                        Ok(Attempt {
+                            started_at: Timestamp(row.get(0)?),
+                            duration_ms: row.get::<_, i64>(1)? as u64,
+                            status_code: row.get(2)?,
+                            response_body: row.get(3)?,
+                            error_class: class.as_deref().and_then(ErrorClass::parse),
+                            error_message: row.get(5)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Some((delivery, attempts)))
+            })
+            .await
+    }
+
+    async fn retry_delivery(&self, account_id: &str, id: &str, now: Timestamp) -> StoreResult<Delivery> {
+        let (account_id, id) = (account_id.to_owned(), id.to_owned());
+        self.pool
+            .write(move |conn| {
+                let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1 AND account_id = ?2");
+                let Some(delivery) = conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row).optional()?
+                else {
+                    return Err(StoreError::NotFound("delivery".into()));
+                };
+                if matches!(delivery.status, DeliveryStatus::Pending | DeliveryStatus::Retrying) {
+                    return Err(StoreError::Conflict(format!(
+                        "delivery is {}: it will be attempted again on its own",
+                        delivery.status
+                    )));
+                }
+                conn.execute(
+                    "UPDATE deliveries SET status = 'pending', final_attempt = 1, next_attempt_at = ?2, leased = 0, \
+                     updated_at = ?2 WHERE id = ?1",
+                    params![id, now.0],
+                )?;
+                Ok(conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row)?)
+            })
+            .await
+    }
+}
+
+/// The body of `Store::ingest`, inside the writer's transaction.
+fn ingest_in(conn: &Connection, account_id: &str, events: Vec<NewEvent>, now: Timestamp) -> StoreResult<Vec<IngestOutcome>> {
+    let webhooks = load_webhooks(conn, account_id)?;
+    // A targeted webhook must exist in this account, or the whole request
+    // fails before anything is written.
+    for (i, event) in events.iter().enumerate() {
+        if let Some(target) = &event.webhook_id
+            && !webhooks.iter().any(|w| &w.id == target)
+        {
+            return Err(StoreError::NotFound(format!("webhook `{target}` (events[{i}].webhook_id)")));
+        }
+    }
+    let mut find = conn.prepare_cached("SELECT id, n_deliveries FROM events WHERE account_id = ?1 AND id = ?2")?;
+    let mut insert_event = conn.prepare_cached(
+        "INSERT INTO events (account_id, id, type, payload, webhook_id, timestamp, created_at, n_deliveries) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let mut insert_delivery = conn.prepare_cached(
+        "INSERT INTO deliveries (id, account_id, event_seq, event_id, event_type, webhook_id, status, next_attempt_at, \
+         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?7)",
+    )?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        if let Some(id) = &event.id {
+            let seen: Option<(String, u32)> = find.query_row([account_id, id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            if let Some((id, deliveries)) = seen {
+                outcomes.push(IngestOutcome { id, deliveries, duplicate: true });
+                continue;
+            }
+        }
+        let targets: Vec<&Webhook> = match &event.webhook_id {
+            Some(target) => webhooks.iter().filter(|w| &w.id == target && w.enabled).collect(),
+            None => webhooks
+                .iter()
+                .filter(|w| w.enabled && filter::matches(w.event_types.as_deref(), &event.event_type))
+                .collect(),
+        };
+        let id = event.id.unwrap_or_else(|| new_id("evt"));
+        let timestamp = event.timestamp.unwrap_or(now);
+        insert_event.execute(params![
+            account_id,
+            id,
+            event.event_type,
+            event.payload,
+            event.webhook_id,
+            timestamp.0,
+            now.0,
+            targets.len() as i64
+        ])?;
+        let seq = conn.last_insert_rowid();
+        for webhook in &targets {
+            insert_delivery.execute(params![new_id("dlv"), account_id, seq, id, event.event_type, webhook.id, now.0])?;
+        }
+        outcomes.push(IngestOutcome { id, deliveries: targets.len() as u32, duplicate: false });
+    }
+    Ok(outcomes)
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        internal(err)
+    }
+}

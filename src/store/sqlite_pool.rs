@@ -1,0 +1,150 @@
+//! SQLite connections: one writer thread that commits in groups, and a pool
+//! of read connections. Every write job runs inside its own savepoint of a
+//! shared transaction, so one failing job rolls back alone, and a single
+//! fsync'd commit makes many jobs durable at once (group commit). Callers
+//! hear back only after that commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{StoreError, StoreResult};
+
+/// The most jobs one commit carries; bounds a commit's latency.
+const MAX_GROUP: usize = 512;
+/// Jobs queued before writers wait: back-pressure on ingest.
+const QUEUE_DEPTH: usize = 4096;
+
+type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+pub struct Pool {
+    writer: mpsc::Sender<Job>,
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
+}
+
+fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening sqlite database {}", path.display()))?;
+    // WAL with synchronous=FULL: every commit is fsync'd before it returns,
+    // so a 202 means the event survives a crash or power loss.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA foreign_keys = OFF;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl Pool {
+    /// Opens the database, runs `migrate` on the writer connection and
+    /// starts the writer thread.
+    pub fn open(path: &Path, migrate: impl FnOnce(&mut Connection) -> anyhow::Result<()>) -> anyhow::Result<Pool> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let mut conn = open_connection(path)?;
+        migrate(&mut conn)?;
+        let (writer, jobs) = mpsc::channel(QUEUE_DEPTH);
+        std::thread::Builder::new().name("herald-sqlite-writer".into()).spawn(move || write_loop(conn, jobs))?;
+        Ok(Pool { writer, readers: Mutex::new(Vec::new()), path: path.to_owned() })
+    }
+
+    /// Runs `job` on the writer connection; returns once it is committed.
+    pub async fn write<T, F>(&self, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = run_in_savepoint(conn, job);
+            Box::new(move |committed: StoreResult<()>| {
+                let _ = reply.send(committed.and(result));
+            })
+        });
+        self.writer.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `job` on a read connection, on the blocking thread pool.
+    pub async fn read<T, F>(&self, job: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.readers.lock().unwrap().pop();
+        let path = self.path.clone();
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let conn = match conn {
+                Some(conn) => conn,
+                None => open_connection(&path).map_err(StoreError::Internal)?,
+            };
+            let result = job(&conn);
+            Ok::<_, StoreError>((conn, result))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.into()))??;
+        let mut readers = self.readers.lock().unwrap();
+        if readers.len() < 16 {
+            readers.push(conn);
+        }
+        result
+    }
+}
+
+fn run_in_savepoint<T>(conn: &Connection, job: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT job").map_err(internal)?;
+    let result = job(conn);
+    let close = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    conn.execute_batch(close).map_err(internal)?;
+    result
+}
+
+fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = jobs.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(err) = began {
+            let message = err.to_string();
+            for job in group.drain(..) {
+                drop(job);
+            }
+            tracing::error!(error = %message, "sqlite: could not begin a transaction");
+            continue;
+        }
+        for job in group.drain(..) {
+            completions.push(job(&conn));
+        }
+        let committed = conn.execute_batch("COMMIT");
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for completion in completions.drain(..) {
+            let outcome = match &committed {
+                Ok(()) => Ok(()),
+                Err(err) => Err(StoreError::Internal(anyhow::anyhow!("commit failed: {err}"))),
+            };
+            completion(outcome);
+        }
+    }
+}
+
+pub fn internal(err: rusqlite::Error) -> StoreError {
+    StoreError::Internal(err.into())
+}
