@@ -57,6 +57,11 @@ impl Application {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// A feed of attempts as the engine records them.
+    pub fn attempts(&self) -> tokio::sync::broadcast::Receiver<crate::model::AttemptRecord> {
+        self.engine.subscribe()
+    }
+
     /// Serves the API and runs the engine until `shutdown`; then stops
     /// taking requests and lets attempts in flight finish within the grace.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {

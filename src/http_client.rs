@@ -209,6 +209,34 @@ mod tests {
         assert_eq!(is_public(ip.parse().unwrap()), public, "{ip}");
     }
 
+    fn request(url: &str) -> OutgoingRequest {
+        OutgoingRequest { method: http::Method::POST, url: url.into(), headers: Vec::new(), body: bytes::Bytes::new() }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_private_addresses_are_refused_at_connect_time() {
+        let outbound = Outbound::new(false).unwrap();
+        // `localhost` resolves to loopback through the system resolver; the
+        // guard sees the resolved address, whatever the name looked like.
+        let err = outbound.send(request("http://localhost:9/hook"), Duration::from_secs(2)).await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Blocked, "{err:?}");
+        assert!(err.message.contains("not a public address"));
+        let err = outbound.send(request("http://127.0.0.1:9/hook"), Duration::from_secs(2)).await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Blocked);
+        let err = outbound.send(request("http://[::ffff:10.0.0.1]/"), Duration::from_secs(2)).await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Blocked);
+    }
+
+    #[tokio::test]
+    async fn allowed_private_targets_are_dialled() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let outbound = Outbound::new(true).unwrap();
+        let err = outbound.send(request(&format!("http://localhost:{port}/")), Duration::from_secs(2)).await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Connect, "{err:?}");
+    }
+
     #[test]
     fn non_public_ranges_are_refused() {
         for ip in [

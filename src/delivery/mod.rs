@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,7 +23,7 @@ pub use attempt::{is_success, next_step, perform};
 
 use crate::clock::SharedClock;
 use crate::http_client::Outbound;
-use crate::model::{DueDelivery, Timestamp};
+use crate::model::{AttemptRecord, DueDelivery, NextStep, Timestamp};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -69,6 +69,9 @@ pub struct Engine {
     in_flight_ids: Mutex<HashSet<String>>,
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
+    /// Every attempt, once it is recorded: for live views and for tests,
+    /// which wait on it instead of sleeping.
+    recorded: broadcast::Sender<AttemptRecord>,
 }
 
 impl Engine {
@@ -89,7 +92,13 @@ impl Engine {
             lanes: Mutex::new(HashMap::new()),
             in_flight_ids: Mutex::new(HashSet::new()),
             tasks: TaskTracker::new(),
+            recorded: broadcast::channel(1024).0,
         })
+    }
+
+    /// A feed of attempts as they are recorded.
+    pub fn subscribe(&self) -> broadcast::Receiver<AttemptRecord> {
+        self.recorded.subscribe()
     }
 
     /// A webhook's queue is full at this many claimed deliveries.
@@ -158,10 +167,18 @@ impl Engine {
         if let Ok(_turn) = lane.acquire_owned().await {
             let sample = rand::rng().random_range(-1.0..=1.0);
             let record = perform(&self.outbound, &*self.clock, &due, sample).await;
-            if let Err(err) = self.store.record_attempt(record, self.clock.now()).await {
+            match self.store.record_attempt(record.clone(), self.clock.now()).await {
+                Ok(()) => {
+                    if matches!(record.next, NextStep::RetryAt(_)) {
+                        // The dispatcher may be asleep until a later time
+                        // (this delivery's lease): have it look again.
+                        self.wake.notify_one();
+                    }
+                    let _ = self.recorded.send(record);
+                }
                 // The lease stays; the delivery is attempted again when it
                 // runs out or at the next start.
-                tracing::error!(delivery = %due.delivery_id, error = %err, "could not record an attempt");
+                Err(err) => tracing::error!(delivery = %due.delivery_id, error = %err, "could not record an attempt"),
             }
         }
         self.in_flight_ids.lock().unwrap().remove(&due.delivery_id);

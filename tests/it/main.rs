@@ -1,1 +1,13 @@
-fn main(){}
+//! Herald's integration tests: one binary, one file per feature. Each test
+//! runs a real Herald over loopback HTTP on a temp SQLite file, with a
+//! manual clock, against real scripted receivers.
+
+mod auth;
+mod bad_input;
+mod crash;
+mod delivery;
+mod ingest;
+mod retries;
+mod safety;
+mod support;
+mod webhooks;

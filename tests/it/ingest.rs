@@ -1,0 +1,109 @@
+//! Ingest: batches, idempotency by caller id, reading events back.
+
+use serde_json::json;
+
+use crate::support::{Receiver, TestApp};
+
+#[tokio::test]
+async fn a_repeated_id_returns_the_original_and_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    app.create_webhook(json!({"url": receiver.url})).await;
+    let event = json!({"id": "msg-42", "type": "t", "payload": {"v": 1}});
+    let first = app.send_event(event.clone()).await;
+    assert_eq!(first, json!({"id": "msg-42", "deliveries": 1, "duplicate": false}));
+
+    let changed = json!({"id": "msg-42", "type": "t", "payload": {"v": 2}});
+    let (status, again) = app.post("/v1/events", changed).await;
+    assert_eq!(status, 200);
+    assert_eq!(again, json!({"id": "msg-42", "deliveries": 1, "duplicate": true}));
+
+    assert_eq!(receiver.next().await.json()["data"]["v"], 1);
+    let (_, page) = app.get("/v1/deliveries").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    let (_, stored) = app.get("/v1/events/msg-42").await;
+    assert_eq!(stored["payload"], json!({"v": 1}));
+}
+
+#[tokio::test]
+async fn a_batch_is_accepted_whole_with_an_outcome_per_event() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    app.create_webhook(json!({"url": receiver.url, "event_types": ["a"]})).await;
+    let batch = json!([
+        {"type": "a", "payload": {"n": 0}},
+        {"type": "b", "payload": {"n": 1}},
+        {"id": "dup", "type": "a", "payload": {"n": 2}},
+        {"id": "dup", "type": "a", "payload": {"n": 3}}
+    ]);
+    let (status, body) = app.post("/v1/events", batch).await;
+    assert_eq!(status, 202, "{body}");
+    let outcomes = body["events"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 4);
+    let deliveries: Vec<u64> = outcomes.iter().map(|o| o["deliveries"].as_u64().unwrap()).collect();
+    assert_eq!(deliveries, [1, 0, 1, 1]);
+    assert_eq!(outcomes[3]["duplicate"], true);
+    let mut seen: Vec<i64> = vec![receiver.next().await.json()["data"]["n"].as_i64().unwrap()];
+    seen.push(receiver.next().await.json()["data"]["n"].as_i64().unwrap());
+    seen.sort();
+    assert_eq!(seen, [0, 2]);
+}
+
+#[tokio::test]
+async fn an_event_reads_back_as_it_was_sent() {
+    let app = TestApp::spawn().await;
+    let payload = json!({"event": "viber:message:in", "nested": {"list": [1, 2.5, "x", null, true]}, "unicode": "👍 ü"});
+    let sent = app.send_event(json!({"type": "viber:message:in", "payload": payload, "timestamp": "2024-07-04T05:50:08.299Z"})).await;
+    assert_eq!(sent["deliveries"], 0);
+    let (status, event) = app.get(&format!("/v1/events/{}", sent["id"].as_str().unwrap())).await;
+    assert_eq!(status, 200);
+    assert_eq!(event["payload"], payload);
+    assert_eq!(event["type"], "viber:message:in");
+    assert_eq!(event["timestamp"], "2024-07-04T05:50:08.299Z");
+    let (status, _) = app.get("/v1/events/evt_nope").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_delivery_log_filters_and_pages() {
+    let app = TestApp::spawn().await;
+    let a = app.create_webhook(json!({"url": "http://127.0.0.1:1/a"})).await;
+    app.create_webhook(json!({"url": "http://127.0.0.1:1/b"})).await;
+    for i in 0..5 {
+        app.send_event(json!({"type": if i % 2 == 0 { "even" } else { "odd" }, "payload": {"i": i}})).await;
+    }
+    let (_, all) = app.get("/v1/deliveries?limit=250").await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 10);
+
+    let (_, even) = app.get("/v1/deliveries?type=even").await;
+    assert_eq!(even["data"].as_array().unwrap().len(), 6);
+    let a_id = a["id"].as_str().unwrap();
+    let (_, of_a) = app.get(&format!("/v1/deliveries?webhook_id={a_id}&type=odd")).await;
+    assert_eq!(of_a["data"].as_array().unwrap().len(), 2);
+
+    let mut ids = Vec::new();
+    let mut path = "/v1/deliveries?limit=3".to_owned();
+    loop {
+        let (status, page) = app.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let rows = page["data"].as_array().unwrap();
+        assert!(rows.len() <= 3);
+        ids.extend(rows.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/deliveries?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 10);
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(ids, sorted, "newest first, no repeats");
+
+    let now = app.now();
+    let until = herald::model::Timestamp(now.0 + 1).to_rfc3339();
+    let (_, in_range) = app.get(&format!("/v1/deliveries?since={}&until={until}", now.to_rfc3339())).await;
+    assert_eq!(in_range["data"].as_array().unwrap().len(), 10);
+    let (_, later) = app.get(&format!("/v1/deliveries?since={until}")).await;
+    assert_eq!(later["data"].as_array().unwrap().len(), 0);
+}

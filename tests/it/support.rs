@@ -1,0 +1,253 @@
+//! Test support: `TestApp` (a real Herald on port 0 with a temp SQLite file
+//! and a manual clock) and `Receiver` (a real HTTP server on port 0 that
+//! answers from a script and hands every request to the test).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use herald::app::Application;
+use herald::clock::{Clock, ManualClock};
+use herald::config::{ServeArgs, ServeConfig};
+use herald::model::{AttemptRecord, Timestamp};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+pub const OPERATOR_TOKEN: &str = "hrld_test_operator_token";
+
+/// The longest any test waits for something to happen before failing.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub base: String,
+    pub clock: ManualClock,
+    pub http: reqwest::Client,
+    /// Holds the database until the app is dropped.
+    _dir: tempfile::TempDir,
+    attempts: broadcast::Receiver<AttemptRecord>,
+    shutdown: CancellationToken,
+    /// The default account's token.
+    pub token: String,
+}
+
+pub struct Account {
+    pub id: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig::from_args(ServeArgs {
+            listen: Some("127.0.0.1:0".into()),
+            database: Some(format!("sqlite://{}", dir.path().join("herald.db").display())),
+            allow_private_targets: true,
+            admin_token: Some(OPERATOR_TOKEN.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        adjust(&mut config);
+        // Real wall-clock time to start with, so signature timestamps pass
+        // the standard library's five-minute tolerance.
+        let clock = ManualClock::new(herald::clock::SystemClock::new(1.0).now());
+        let app = Application::build(config, Arc::new(clock.clone())).await.unwrap();
+        let token = app.bootstrap.default_account.as_ref().unwrap().1.clone();
+        let base = format!("http://{}", app.local_addr());
+        let attempts = app.attempts();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run(shutdown.clone()));
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        TestApp { base, clock, http, _dir: dir, attempts, shutdown, token }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub async fn new_account(&self) -> Account {
+        let (status, body) = self.call(Method::POST, "/v1/accounts", OPERATOR_TOKEN, Some(json!({"name": "other"}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Account { id: body["id"].as_str().unwrap().into(), token: body["token"].as_str().unwrap().into() }
+    }
+
+    /// Calls the API with a JSON body (or none) and returns status and JSON.
+    pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    /// Calls the API with a raw body.
+    pub async fn call_raw(&self, method: Method, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, &self.token, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, &self.token, None).await
+    }
+
+    /// Creates a webhook in the default account and returns it.
+    pub async fn create_webhook(&self, body: Value) -> Value {
+        let (status, webhook) = self.post("/v1/webhooks", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{webhook}");
+        webhook
+    }
+
+    /// Ingests one event in the default account; returns the response.
+    pub async fn send_event(&self, event: Value) -> Value {
+        let (status, body) = self.post("/v1/events", event).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body
+    }
+
+    /// The next attempt the engine records.
+    pub async fn next_attempt(&mut self) -> AttemptRecord {
+        tokio::time::timeout(PATIENCE, self.attempts.recv())
+            .await
+            .expect("no attempt was recorded in time")
+            .expect("the attempt feed closed")
+    }
+
+    pub async fn delivery(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/deliveries/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// The one delivery an event created.
+    pub async fn delivery_of(&self, event_id: &str) -> Value {
+        let (_, page) = self.get("/v1/deliveries?limit=250").await;
+        let found: Vec<&Value> = page["data"].as_array().unwrap().iter().filter(|d| d["event_id"] == event_id).collect();
+        assert_eq!(found.len(), 1, "deliveries of {event_id}: {found:?}");
+        self.delivery(found[0]["id"].as_str().unwrap()).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let text = response.text().await.unwrap();
+    let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    (status, value)
+}
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// What the receiver answers to one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply { status, headers: Vec::new(), body: String::new() }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn with_body(mut self, body: impl Into<String>) -> Reply {
+        self.body = body.into();
+        self
+    }
+}
+
+/// A scripted receiver: answers requests with the queued replies in order,
+/// then 200, and hands every request to the test.
+pub struct Receiver {
+    pub url: String,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    requests: mpsc::UnboundedReceiver<Received>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        Self::start_with(Vec::new()).await
+    }
+
+    pub async fn start_with(replies: Vec<Reply>) -> Receiver {
+        let script = Arc::new(Mutex::new(VecDeque::from(replies)));
+        let (tx, requests) = mpsc::unbounded_channel();
+        let answers = script.clone();
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let reply = answers.lock().unwrap().pop_front().unwrap_or(Reply::status(200));
+            let _ = tx.send(Received { method, uri, headers, body });
+            async move {
+                let mut response = axum::http::Response::builder().status(reply.status);
+                for (name, value) in reply.headers {
+                    response = response.header(name, value);
+                }
+                response.body(axum::body::Body::from(reply.body)).unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, script, requests }
+    }
+
+    pub fn then(&self, reply: Reply) {
+        self.script.lock().unwrap().push_back(reply);
+    }
+
+    /// The next request, failing the test if none comes.
+    pub async fn next(&mut self) -> Received {
+        tokio::time::timeout(PATIENCE, self.requests.recv())
+            .await
+            .expect("the receiver got no request in time")
+            .expect("receiver closed")
+    }
+
+    /// Requests already received and not yet taken.
+    pub fn drain(&mut self) -> Vec<Received> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.requests.try_recv() {
+            out.push(r);
+        }
+        out
+    }
+}
