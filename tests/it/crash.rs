@@ -3,46 +3,13 @@
 //! on the same database, and every event that got a 202 still arrives.
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
-use crate::support::PATIENCE;
-
-/// Starts `herald serve` on a free port; returns the child and its base URL.
-async fn start_herald(db: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
-        .arg("--database")
-        .arg(format!("sqlite://{}", db.display()))
-        .env("HERALD_ADMIN_TOKEN", "hrld_crash_test_operator")
-        .env("HERALD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some((_, url)) = line.split_once("listening on ") {
-                return url.trim().to_owned();
-            }
-        }
-        panic!("herald exited before listening");
-    })
-    .await
-    .expect("herald did not start in time");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
-}
+use crate::support::{PATIENCE, spawn_herald};
 
 struct CountingReceiver {
     url: String,
@@ -86,7 +53,7 @@ async fn every_accepted_event_arrives_after_a_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("herald.db");
     let receiver = counting_receiver(300).await;
-    let (mut child, base) = start_herald(&db).await;
+    let (mut child, base) = spawn_herald(&db, &[]).await;
     let credentials: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("herald.credentials.json")).unwrap()).unwrap();
     let token = credentials["token"].as_str().unwrap().to_owned();
@@ -147,7 +114,7 @@ async fn every_accepted_event_arrives_after_a_kill_9() {
     assert!(before_restart < accepted.len(), "the kill came after everything was delivered");
 
     receiver.gate.send_replace(true);
-    let (_child, _base) = start_herald(&db).await;
+    let (_child, _base) = spawn_herald(&db, &[]).await;
     let seen = receiver.seen.clone();
     let all_arrived = tokio::time::timeout(PATIENCE * 3, count.wait_for(|_| {
         let seen = seen.lock().unwrap();

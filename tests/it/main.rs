@@ -3,6 +3,7 @@
 //! manual clock, against real scripted receivers.
 
 mod auth;
+mod cli;
 mod bad_input;
 mod crash;
 mod delivery;

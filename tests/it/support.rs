@@ -251,3 +251,49 @@ impl Receiver {
         out
     }
 }
+
+/// Starts `herald serve` as a child process on a free port with `db`;
+/// returns the child and its base URL. The child dies with the handle.
+pub async fn spawn_herald(db: &std::path::Path, extra_args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
+        .arg("--database")
+        .arg(format!("sqlite://{}", db.display()))
+        .args(extra_args)
+        .env("HERALD_ADMIN_TOKEN", OPERATOR_TOKEN)
+        .env("HERALD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, url)) = line.split_once("listening on ") {
+                return url.trim().to_owned();
+            }
+        }
+        panic!("herald exited before listening");
+    })
+    .await
+    .expect("herald did not start in time");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
+
+/// Runs the `herald` binary with `args` to completion; returns stdout.
+pub async fn run_herald(args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env_remove("HERALD_URL")
+        .env_remove("HERALD_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "herald {args:?} failed: {}{stdout}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
