@@ -35,9 +35,17 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let v1 = Router::new()
         .route("/accounts", post(accounts::create))
         .route("/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
         .route("/webhooks/{id}/secret", get(webhooks::secret))
-        .route("/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
         .route("/webhooks/{id}/test", post(webhooks::send_test))
         .route("/events", post(events::ingest))
         .route("/events/{id}", get(events::get))
@@ -62,5 +70,8 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "this endpoint does not take that method")
+    ApiError::new(
+        ErrorCode::NotFound,
+        "this endpoint does not take that method",
+    )
 }

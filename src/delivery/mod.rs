@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,7 +28,7 @@ use crate::store::Store;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Deliveries being sent or queued in lanes, across all webhooks.
+    /// Requests being sent at once, across all webhooks.
     pub max_in_flight: usize,
     /// Concurrent requests to one webhook.
     pub per_webhook_concurrency: usize,
@@ -58,6 +58,24 @@ struct Lane {
     queued: usize,
 }
 
+#[derive(Default)]
+struct Lanes {
+    by_webhook: HashMap<String, Lane>,
+    /// The sum of every lane's `queued`.
+    total_queued: usize,
+}
+
+/// What one dispatch step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatched {
+    /// Deliveries the claim returned.
+    pub n: usize,
+    /// Deliveries it asked for: `n == limit` means more may be due.
+    pub limit: usize,
+    /// Webhooks the claim left out (their lanes were full).
+    pub excluded: Vec<String>,
+}
+
 pub struct Engine {
     store: Arc<dyn Store>,
     clock: SharedClock,
@@ -65,8 +83,9 @@ pub struct Engine {
     wake: Arc<Notify>,
     config: EngineConfig,
     // std Mutexes, not Tokio ones: nothing async happens while they are held.
-    lanes: Mutex<HashMap<String, Lane>>,
+    lanes: Mutex<Lanes>,
     in_flight_ids: Mutex<HashSet<String>>,
+    /// Held while a request is being sent: bounds concurrent sends.
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
     /// Every attempt, once it is recorded: for live views and for tests,
@@ -89,7 +108,7 @@ impl Engine {
             outbound,
             wake,
             config,
-            lanes: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(Lanes::default()),
             in_flight_ids: Mutex::new(HashSet::new()),
             tasks: TaskTracker::new(),
             recorded: broadcast::channel(1024).0,
@@ -101,73 +120,115 @@ impl Engine {
         self.recorded.subscribe()
     }
 
-    /// A webhook's queue is full at this many claimed deliveries.
+    /// A webhook's lane is full at this many claimed deliveries; it is then
+    /// left out of claims until it drains.
     fn lane_limit(&self) -> usize {
         self.config.per_webhook_concurrency * 4
     }
 
-    fn saturated_lanes(&self) -> Vec<String> {
-        let limit = self.lane_limit();
-        self.lanes.lock().unwrap().iter().filter(|(_, lane)| lane.queued >= limit).map(|(id, _)| id.clone()).collect()
+    /// Claimed deliveries held in memory at most (a claim may overshoot by
+    /// one batch): bounds memory however large the backlog.
+    fn queue_limit(&self) -> usize {
+        self.config.max_in_flight * 2
     }
 
-    /// Claims what is due now and starts sending it. Returns how many
-    /// deliveries the claim returned.
-    pub async fn dispatch_due(self: &Arc<Self>) -> anyhow::Result<usize> {
-        let limit = self.slots.available_permits().min(CLAIM_BATCH);
-        if limit == 0 {
-            return Ok(0);
+    /// How many deliveries to claim and which webhooks to leave out. A
+    /// webhook whose lane is full is left out. When the engine as a whole
+    /// holds all it may, only webhooks with nothing queued are claimed for,
+    /// a few at a time, so a backlogged receiver never starves an idle one.
+    fn claim_plan(&self) -> (usize, Vec<String>) {
+        let lanes = self.lanes.lock().unwrap();
+        let room = self.queue_limit().saturating_sub(lanes.total_queued);
+        if room > 0 {
+            let limit = self.lane_limit();
+            let saturated = lanes
+                .by_webhook
+                .iter()
+                .filter(|(_, l)| l.queued >= limit)
+                .map(|(id, _)| id.clone());
+            (room.min(CLAIM_BATCH), saturated.collect())
+        } else {
+            (
+                self.config.per_webhook_concurrency.min(CLAIM_BATCH),
+                lanes.by_webhook.keys().cloned().collect(),
+            )
         }
+    }
+
+    /// Claims what is due now and starts sending it.
+    pub async fn dispatch_due(self: &Arc<Self>) -> anyhow::Result<Dispatched> {
+        let (limit, excluded) = self.claim_plan();
         let now = self.clock.now();
         let lease_until = Timestamp(now.0.saturating_add(self.config.lease.as_millis() as i64));
-        let batch = self.store.claim_due(now, lease_until, limit, self.saturated_lanes()).await?;
-        let n_claimed = batch.len();
+        let batch = self
+            .store
+            .claim_due(now, lease_until, limit, excluded.clone())
+            .await?;
+        let n = batch.len();
         for due in batch {
             // A lease that ran out while the attempt is still under way here
             // is claimed again; the attempt already running wins.
-            if !self.in_flight_ids.lock().unwrap().insert(due.delivery_id.clone()) {
+            if !self
+                .in_flight_ids
+                .lock()
+                .unwrap()
+                .insert(due.delivery_id.clone())
+            {
                 continue;
             }
-            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                self.in_flight_ids.lock().unwrap().remove(&due.delivery_id);
-                break;
-            };
             let lane = self.enter_lane(&due.webhook.id);
             let engine = self.clone();
-            self.tasks.spawn(async move { engine.deliver(due, slot, lane).await });
+            self.tasks
+                .spawn(async move { engine.deliver(due, lane).await });
         }
-        Ok(n_claimed)
+        Ok(Dispatched { n, limit, excluded })
     }
 
     fn enter_lane(&self, webhook_id: &str) -> Arc<Semaphore> {
         let mut lanes = self.lanes.lock().unwrap();
-        let lane = lanes.entry(webhook_id.to_owned()).or_insert_with(|| Lane {
-            permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
-            queued: 0,
-        });
+        lanes.total_queued += 1;
+        let lane = lanes
+            .by_webhook
+            .entry(webhook_id.to_owned())
+            .or_insert_with(|| Lane {
+                permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
+                queued: 0,
+            });
         lane.queued += 1;
         lane.permits.clone()
     }
 
     fn leave_lane(&self, webhook_id: &str) {
         let mut lanes = self.lanes.lock().unwrap();
-        let Some(lane) = lanes.get_mut(webhook_id) else { return };
+        let was_full = lanes.total_queued >= self.queue_limit();
+        lanes.total_queued -= 1;
+        let Some(lane) = lanes.by_webhook.get_mut(webhook_id) else {
+            return;
+        };
         let was_saturated = lane.queued >= self.lane_limit();
         lane.queued -= 1;
         if lane.queued == 0 {
-            lanes.remove(webhook_id);
+            lanes.by_webhook.remove(webhook_id);
         }
-        if was_saturated {
-            // Its due deliveries were left out of claims; look again.
+        if was_saturated || was_full {
+            // Due deliveries were left unclaimed for want of room; look again.
             self.wake.notify_one();
         }
     }
 
-    async fn deliver(self: Arc<Self>, due: DueDelivery, _slot: OwnedSemaphorePermit, lane: Arc<Semaphore>) {
-        if let Ok(_turn) = lane.acquire_owned().await {
+    async fn deliver(self: Arc<Self>, due: DueDelivery, lane: Arc<Semaphore>) {
+        // The lane's turn first, then a global slot: a webhook waiting on its
+        // own cap holds no slot another webhook could use.
+        if let Ok(_turn) = lane.acquire_owned().await
+            && let Ok(_slot) = self.slots.acquire().await
+        {
             let sample = rand::rng().random_range(-1.0..=1.0);
             let record = perform(&self.outbound, &*self.clock, &due, sample).await;
-            match self.store.record_attempt(record.clone(), self.clock.now()).await {
+            match self
+                .store
+                .record_attempt(record.clone(), self.clock.now())
+                .await
+            {
                 Ok(()) => {
                     if matches!(record.next, NextStep::RetryAt(_)) {
                         // The dispatcher may be asleep until a later time
@@ -178,7 +239,9 @@ impl Engine {
                 }
                 // The lease stays; the delivery is attempted again when it
                 // runs out or at the next start.
-                Err(err) => tracing::error!(delivery = %due.delivery_id, error = %err, "could not record an attempt"),
+                Err(err) => {
+                    tracing::error!(delivery = %due.delivery_id, error = %err, "could not record an attempt")
+                }
             }
         }
         self.in_flight_ids.lock().unwrap().remove(&due.delivery_id);
@@ -189,30 +252,11 @@ impl Engine {
     /// attempts in flight.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            // Wait for room before claiming: claims never exceed the slots.
-            tokio::select! {
-                permit = self.slots.clone().acquire_owned() => drop(permit),
-                _ = shutdown.cancelled() => break,
-            }
-            let full_batch = match self.dispatch_due().await {
-                Ok(n) => n == CLAIM_BATCH,
+            let next_due = match self.dispatch_due().await {
+                Ok(step) if step.n == step.limit => continue,
+                Ok(step) => self.next_due(step.excluded).await,
                 Err(err) => {
                     tracing::error!(error = %err, "claiming due deliveries failed");
-                    let retry_at = self.clock.after(self.clock.now(), Duration::from_secs(1));
-                    tokio::select! {
-                        _ = self.clock.sleep_until(retry_at) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                    continue;
-                }
-            };
-            if full_batch {
-                continue;
-            }
-            let next_due = match self.store.next_due_at(self.saturated_lanes()).await {
-                Ok(next) => next,
-                Err(err) => {
-                    tracing::error!(error = %err, "reading the next due time failed");
                     Some(self.clock.after(self.clock.now(), Duration::from_secs(1)))
                 }
             };
@@ -229,8 +273,24 @@ impl Engine {
             }
         }
         self.tasks.close();
-        if tokio::time::timeout(self.config.shutdown_grace, self.tasks.wait()).await.is_err() {
-            tracing::warn!("shutdown: attempts still in flight were abandoned; they run again at the next start");
+        if tokio::time::timeout(self.config.shutdown_grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "shutdown: attempts still in flight were abandoned; they run again at the next start"
+            );
+        }
+    }
+
+    /// When to look again: the next due time of a webhook with room.
+    async fn next_due(&self, excluded: Vec<String>) -> Option<Timestamp> {
+        match self.store.next_due_at(excluded).await {
+            Ok(next) => next,
+            Err(err) => {
+                tracing::error!(error = %err, "reading the next due time failed");
+                Some(self.clock.after(self.clock.now(), Duration::from_secs(1)))
+            }
         }
     }
 }

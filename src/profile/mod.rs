@@ -27,7 +27,10 @@ impl Profile {
     pub fn parse(name: &str) -> Result<Profile, String> {
         match name {
             "standard" => Ok(Profile::Standard),
-            other => Err(format!("profile: unknown profile `{other}` (available: {})", PROFILE_NAMES.join(", "))),
+            other => Err(format!(
+                "profile: unknown profile `{other}` (available: {})",
+                PROFILE_NAMES.join(", ")
+            )),
         }
     }
 
@@ -63,7 +66,10 @@ impl Profile {
         for (name, value) in &due.webhook.headers {
             // Validated when saved; a header that no longer parses is skipped
             // rather than failing every attempt.
-            if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
                 request.headers.push((name, value));
             }
         }
@@ -106,7 +112,10 @@ pub struct OutgoingRequest {
 
 impl OutgoingRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.as_str() == name).and_then(|(_, v)| v.to_str().ok())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .and_then(|(_, v)| v.to_str().ok())
     }
 }
 

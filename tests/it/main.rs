@@ -3,8 +3,8 @@
 //! manual clock, against real scripted receivers.
 
 mod auth;
-mod cli;
 mod bad_input;
+mod cli;
 mod crash;
 mod delivery;
 mod ingest;
