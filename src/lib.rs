@@ -24,3 +24,4 @@ pub mod profile;
 pub mod retry;
 pub mod signing;
 pub mod store;
+pub mod template;
