@@ -25,3 +25,4 @@ pub mod retry;
 pub mod signing;
 pub mod store;
 pub mod template;
+pub mod js_json;
