@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::profile::Profile;
+use crate::profile::{Profile, ProfileOptions};
 use crate::retry::RetryPolicy;
 
 /// Milliseconds since the Unix epoch, as read from the one clock.
@@ -162,6 +162,7 @@ pub struct Webhook {
     pub enabled: bool,
     pub headers: BTreeMap<String, String>,
     pub profile: Profile,
+    pub options: ProfileOptions,
     /// `None` means the profile's default policy.
     pub retry: Option<RetryPolicy>,
     /// `None` means the profile's default timeout.
@@ -184,7 +185,8 @@ impl Webhook {
             .unwrap_or_else(|| self.profile.default_timeout_ms())
     }
 
-    /// The secrets that sign a request sent at `now`: the current one first.
+    /// The secrets that sign a request sent at `now`: the current one
+    /// first. ("" is no secret: see `profile::SecretKind`.)
     pub fn signing_secrets(&self, now: Timestamp) -> Vec<&str> {
         let mut secrets = vec![self.secret.as_str()];
         if let Some(old) = &self.previous_secret

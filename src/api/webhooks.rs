@@ -14,7 +14,7 @@ use super::extract::OptionalJson;
 use super::{AccountCaller, AppState, JsonBody};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{NewEvent, RetiringSecret, Timestamp, Webhook, new_id};
-use crate::profile::{Profile, RESERVED_HEADERS};
+use crate::profile::{ComposeSpec, Profile, ProfileOptions, RESERVED_HEADERS, check_compose};
 use crate::retry::RetryPolicy;
 use crate::{filter, http_client, signing};
 
@@ -44,6 +44,12 @@ pub struct CreateWebhook {
     timeout_ms: Option<u64>,
     #[serde(default)]
     secret: Option<String>,
+    #[serde(default)]
+    template: Option<ComposeSpec>,
+    #[serde(default)]
+    send_name: Option<bool>,
+    #[serde(default)]
+    send_photo: Option<bool>,
 }
 
 /// Absent fields stay as they are; `null` resets the nullable ones.
@@ -61,6 +67,9 @@ pub struct UpdateWebhook {
     retry: Option<Option<RetryPolicy>>,
     #[serde(default, deserialize_with = "present")]
     timeout_ms: Option<Option<u64>>,
+    template: Option<ComposeSpec>,
+    send_name: Option<bool>,
+    send_photo: Option<bool>,
 }
 
 /// Tells a field that is present (even as `null`) from one that is absent.
@@ -83,6 +92,8 @@ pub struct WebhookView<'a> {
     timeout_ms: Option<u64>,
     effective_retry: RetryPolicy,
     effective_timeout_ms: u64,
+    #[serde(flatten)]
+    options: &'a ProfileOptions,
     created_at: Timestamp,
     updated_at: Timestamp,
 }
@@ -101,6 +112,7 @@ impl<'a> From<&'a Webhook> for WebhookView<'a> {
             timeout_ms: w.timeout_ms,
             effective_retry: w.effective_retry().resolve(),
             effective_timeout_ms: w.effective_timeout_ms(),
+            options: &w.options,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
@@ -211,12 +223,53 @@ async fn load(state: &AppState, account_id: &str, id: &str) -> Result<Webhook, A
         .ok_or_else(|| ApiError::not_found("webhook"))
 }
 
+/// Checks what depends on the profile: the URL (a template for
+/// `compose`), the template itself and the profile-only options. Returns
+/// the template's warnings.
+fn check_profile_fields(webhook: &Webhook, allow_private: bool) -> Result<Vec<String>, ApiError> {
+    let mut warnings = Vec::new();
+    match (webhook.profile, &webhook.options.template) {
+        (Profile::Compose, Some(spec)) => {
+            warnings = check_compose(&webhook.url, spec).map_err(ApiError::invalid_field)?;
+            let sample =
+                crate::profile::sample_url(&webhook.url).map_err(ApiError::invalid_field)?;
+            validate_url(&sample, allow_private)?;
+        }
+        (Profile::Compose, None) => {
+            return Err(ApiError::invalid_field(
+                "template: the compose profile needs a template",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "template: only the compose profile takes a template",
+            ));
+        }
+        (_, None) => validate_url(&webhook.url, allow_private)?,
+    }
+    let options = &webhook.options;
+    if webhook.profile != Profile::ViberBot && (options.send_name || options.send_photo) {
+        return Err(ApiError::invalid_field(
+            "send_name, send_photo: only the viber-bot profile takes these",
+        ));
+    }
+    Ok(warnings)
+}
+
+/// The webhook as JSON, with the template's warnings when there are any.
+fn view_with_warnings(webhook: &Webhook, warnings: Vec<String>) -> Value {
+    let mut view = serde_json::to_value(WebhookView::from(webhook)).expect("views serialise");
+    if !warnings.is_empty() {
+        view["warnings"] = json!(warnings);
+    }
+    view
+}
+
 pub async fn create(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     JsonBody(body): JsonBody<CreateWebhook>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    validate_url(&body.url, state.allow_private_targets)?;
     validate_description(&body.description)?;
     validate_event_types(&body.event_types)?;
     let headers = validate_headers(&body.headers)?;
@@ -226,10 +279,12 @@ pub async fn create(
     validate_timeout(body.timeout_ms)?;
     let secret = match body.secret {
         Some(secret) => {
-            signing::validate_secret(&secret).map_err(ApiError::invalid_field)?;
+            profile
+                .validate_secret(&secret)
+                .map_err(ApiError::invalid_field)?;
             secret
         }
-        None => signing::generate_secret(),
+        None => profile.initial_secret(),
     };
     let now = state.clock.now();
     let webhook = Webhook {
@@ -241,6 +296,11 @@ pub async fn create(
         enabled: body.enabled.unwrap_or(true),
         headers,
         profile,
+        options: ProfileOptions {
+            template: body.template,
+            send_name: body.send_name.unwrap_or(false),
+            send_photo: body.send_photo.unwrap_or(false),
+        },
         retry: body.retry,
         timeout_ms: body.timeout_ms,
         secret,
@@ -248,8 +308,9 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
+    let warnings = check_profile_fields(&webhook, state.allow_private_targets)?;
     state.store.create_webhook(webhook.clone()).await?;
-    let mut view = serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise");
+    let mut view = view_with_warnings(&webhook, warnings);
     view["secret"] = Value::String(webhook.secret.clone());
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -282,7 +343,6 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let mut webhook = load(&state, &account_id, &id).await?;
     if let Some(url) = body.url {
-        validate_url(&url, state.allow_private_targets)?;
         webhook.url = url;
     }
     if let Some(description) = body.description {
@@ -301,6 +361,23 @@ pub async fn update(
     }
     if let Some(profile) = body.profile {
         webhook.profile = Profile::parse(&profile).map_err(ApiError::invalid_field)?;
+        // A secret the new profile cannot sign with is replaced.
+        if webhook.profile.validate_secret(&webhook.secret).is_err() {
+            webhook.secret = webhook.profile.initial_secret();
+            webhook.previous_secret = None;
+        }
+    }
+    if let Some(template) = body.template {
+        webhook.options.template = Some(template);
+    }
+    if webhook.profile != Profile::Compose {
+        webhook.options.template = None;
+    }
+    if let Some(send_name) = body.send_name {
+        webhook.options.send_name = send_name;
+    }
+    if let Some(send_photo) = body.send_photo {
+        webhook.options.send_photo = send_photo;
     }
     if let Some(retry) = body.retry {
         validate_retry(&retry)?;
@@ -368,12 +445,15 @@ pub async fn rotate_secret(
         ));
     }
     let new_secret = match body.secret {
-        Some(secret) => {
-            signing::validate_secret(&secret).map_err(ApiError::invalid_field)?;
-            secret
-        }
-        None => signing::generate_secret(),
+        Some(secret) => secret,
+        None if webhook.profile == Profile::Standard => signing::generate_secret(),
+        // The seed systems' secrets are plain strings.
+        None => signing::generate_token(),
     };
+    webhook
+        .profile
+        .validate_secret(&new_secret)
+        .map_err(ApiError::invalid_field)?;
     let now = state.clock.now();
     // Grace is real time, not scaled: it is about receivers redeploying.
     let expires_at = Timestamp(now.0.saturating_add(grace.as_millis() as i64));

@@ -6,13 +6,20 @@
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{HeaderName, HeaderValue};
 
-use super::{OutgoingRequest, json_string};
+use super::{OutgoingRequest, ProfileSpec, SecretKind, json_string};
 use crate::model::{DueDelivery, Timestamp};
 use crate::signing;
 
 static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
+pub(super) const SPEC: ProfileSpec = ProfileSpec {
+    name: "standard",
+    retry_preset: "standard",
+    timeout_ms: 15_000,
+    secret: SecretKind::Standard,
+};
 
 pub(super) fn render(due: &DueDelivery, now: Timestamp, request: &mut OutgoingRequest) {
     // The payload is stored as the caller sent it, so the envelope is built
@@ -72,6 +79,7 @@ mod tests {
                 enabled: true,
                 headers: BTreeMap::from([("authorization".into(), "Bearer abc".into())]),
                 profile: Profile::Standard,
+                options: Default::default(),
                 retry: None,
                 timeout_ms: None,
                 secret: secret.into(),

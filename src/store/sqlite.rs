@@ -21,7 +21,12 @@ use crate::signing;
 /// many a database has had. Append only: never edit a shipped migration.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    strict_event_types INTEGER NOT NULL DEFAULT 0
+);
 -- account_id NULL marks an operator token.
 CREATE TABLE tokens (hash TEXT PRIMARY KEY, account_id TEXT, created_at INTEGER NOT NULL);
 CREATE TABLE webhooks (
@@ -40,7 +45,9 @@ CREATE TABLE webhooks (
     previous_expires_at INTEGER,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    -- Profile-specific settings (compose template, viber privacy flags).
+    options TEXT
 );
 CREATE INDEX webhooks_by_account ON webhooks (account_id) WHERE deleted = 0;
 CREATE TABLE events (
@@ -119,7 +126,7 @@ impl SqliteStore {
 }
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.description, w.event_types, w.enabled, w.headers, \
-     w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at";
+     w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at, w.options";
 
 fn json_column<T: serde::de::DeserializeOwned>(
     row: &Row,
@@ -159,7 +166,12 @@ fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook> {
             }),
         created_at: Timestamp(row.get(at + 13)?),
         updated_at: Timestamp(row.get(at + 14)?),
+        options: json_column(row, at + 15)?.unwrap_or_default(),
     })
+}
+
+fn options_json(options: &crate::profile::ProfileOptions) -> Option<String> {
+    (options != &Default::default()).then(|| to_json(options))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -319,8 +331,8 @@ impl Store for SqliteStore {
                 let w = &webhook;
                 conn.prepare_cached(
                     "INSERT INTO webhooks (id, account_id, url, description, event_types, enabled, headers, profile, \
-                     retry, timeout_ms, secret, previous_secret, previous_expires_at, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     retry, timeout_ms, secret, previous_secret, previous_expires_at, created_at, updated_at, options) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )?
                 .execute(params![
                     w.id,
@@ -338,6 +350,7 @@ impl Store for SqliteStore {
                     w.previous_secret.as_ref().map(|p| p.expires_at.0),
                     w.created_at.0,
                     w.updated_at.0,
+                    options_json(&w.options),
                 ])?;
                 Ok(())
             })
@@ -371,7 +384,7 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, enabled = ?6, headers = ?7, \
                          profile = ?8, retry = ?9, timeout_ms = ?10, secret = ?11, previous_secret = ?12, \
-                         previous_expires_at = ?13, updated_at = ?14 \
+                         previous_expires_at = ?13, updated_at = ?14, options = ?15 \
                          WHERE id = ?1 AND account_id = ?2 AND deleted = 0",
                     )?
                     .execute(params![
@@ -389,6 +402,7 @@ impl Store for SqliteStore {
                         w.previous_secret.as_ref().map(|p| p.secret.clone()),
                         w.previous_secret.as_ref().map(|p| p.expires_at.0),
                         w.updated_at.0,
+                        options_json(&w.options),
                     ])?;
                 if n == 0 { Err(StoreError::NotFound("webhook".into())) } else { Ok(()) }
             })
