@@ -32,62 +32,29 @@ impl Application {
     pub async fn build(config: ServeConfig, clock: SharedClock) -> anyhow::Result<Application> {
         let store = store::open(&config.database)?;
         let now = clock.now();
-        let bootstrap = store
-            .bootstrap(config.admin_token.clone(), now)
-            .await
-            .context("bootstrapping the database")?;
+        let bootstrap = store.bootstrap(config.admin_token.clone(), now).await.context("bootstrapping the database")?;
         // This node is the database's only user, so anything leased was in
         // flight when the previous process stopped: send it again now.
-        let released = store
-            .release_leases(now)
-            .await
-            .context("releasing leases")?;
+        let released = store.release_leases(now).await.context("releasing leases")?;
         if released > 0 {
-            tracing::info!(
-                released,
-                "resuming deliveries that were in flight at the last stop"
-            );
+            tracing::info!(released, "resuming deliveries that were in flight at the last stop");
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         if let Some(db_path) = store::sqlite_path(&config.database) {
-            record_credentials(
-                &credentials::path_for_database(&db_path),
-                &bootstrap,
-                local_addr,
-            )?;
+            record_credentials(&credentials::path_for_database(&db_path), &bootstrap, local_addr)?;
         }
         let wake = Arc::new(Notify::new());
         let outbound = Outbound::new(config.allow_private_targets)?;
-        let engine = Engine::new(
-            store.clone(),
-            clock.clone(),
-            outbound,
-            wake.clone(),
-            config.engine.clone(),
-        );
-        let state = AppState {
-            store,
-            clock,
-            wake,
-            allow_private_targets: config.allow_private_targets,
-        };
+        let engine = Engine::new(store.clone(), clock.clone(), outbound.clone(), wake.clone(), config.engine.clone());
+        let state = AppState { store, clock, wake, allow_private_targets: config.allow_private_targets, outbound };
         let router = api::router(state.clone(), config.max_body_bytes);
-        Ok(Application {
-            listener,
-            router,
-            engine,
-            state,
-            bootstrap,
-        })
+        Ok(Application { listener, router, engine, state, bootstrap })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// A feed of attempts as the engine records them.
@@ -99,9 +66,7 @@ impl Application {
     /// taking requests and lets attempts in flight finish within the grace.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let engine = tokio::spawn(self.engine.run(shutdown.clone()));
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await?;
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
         engine.await?;
         Ok(())
     }
@@ -109,11 +74,7 @@ impl Application {
 
 /// Writes the credentials file on first start, and keeps its server
 /// address current on later ones.
-fn record_credentials(
-    path: &std::path::Path,
-    bootstrap: &Bootstrap,
-    addr: SocketAddr,
-) -> anyhow::Result<()> {
+fn record_credentials(path: &std::path::Path, bootstrap: &Bootstrap, addr: SocketAddr) -> anyhow::Result<()> {
     let server = format!("http://{addr}");
     if let Some((account, token)) = &bootstrap.default_account {
         let credentials = Credentials {

@@ -30,11 +30,7 @@ pub type SharedClock = Arc<dyn Clock>;
 /// Scales a wait by `scale`, saturating instead of overflowing.
 pub fn scaled_millis(wait: Duration, scale: f64) -> i64 {
     let ms = wait.as_secs_f64() * 1000.0 * scale;
-    if ms >= i64::MAX as f64 {
-        i64::MAX
-    } else {
-        ms.max(0.0).round() as i64
-    }
+    if ms >= i64::MAX as f64 { i64::MAX } else { ms.max(0.0).round() as i64 }
 }
 
 /// Wall-clock time, with retry waits multiplied by `scale`.
@@ -50,10 +46,7 @@ impl SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         Timestamp(ms)
     }
 
@@ -83,10 +76,7 @@ pub struct ManualClock {
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
         let (ticks, _) = watch::channel(start.0);
-        Self {
-            now: Arc::new(Mutex::new(start.0)),
-            ticks,
-        }
+        Self { now: Arc::new(Mutex::new(start.0)), ticks }
     }
 
     pub fn advance(&self, by: Duration) {
@@ -147,10 +137,7 @@ mod tests {
     fn time_scale_divides_waits() {
         let clock = SystemClock::new(0.001);
         let now = Timestamp(1_000_000);
-        assert_eq!(
-            clock.after(now, Duration::from_secs(100_000)),
-            Timestamp(1_000_000 + 100_000)
-        );
+        assert_eq!(clock.after(now, Duration::from_secs(100_000)), Timestamp(1_000_000 + 100_000));
     }
 
     #[tokio::test]

@@ -86,24 +86,15 @@ impl ServeConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let listen_text = args
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen_text
-            .parse()
-            .with_context(|| format!("listen: `{listen_text}` is not an address:port"))?;
+        let listen_text = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_text.parse().with_context(|| format!("listen: `{listen_text}` is not an address:port"))?;
         let time_scale = args.time_scale.or(file.time_scale).unwrap_or(1.0);
         if !(time_scale.is_finite() && time_scale > 0.0) {
             anyhow::bail!("time_scale: must be a positive number");
         }
         let defaults = EngineConfig::default();
         let engine = EngineConfig {
-            max_in_flight: args
-                .max_in_flight
-                .or(file.max_in_flight)
-                .unwrap_or(defaults.max_in_flight)
-                .max(1),
+            max_in_flight: args.max_in_flight.or(file.max_in_flight).unwrap_or(defaults.max_in_flight).max(1),
             per_webhook_concurrency: args
                 .per_webhook_concurrency
                 .or(file.per_webhook_concurrency)
@@ -118,29 +109,18 @@ impl ServeConfig {
         };
         Ok(ServeConfig {
             listen,
-            database: args
-                .database
-                .or(file.database)
-                .unwrap_or_else(|| DEFAULT_DATABASE.to_owned()),
-            allow_private_targets: args.allow_private_targets
-                || file.allow_private_targets.unwrap_or(false),
+            database: args.database.or(file.database).unwrap_or_else(|| DEFAULT_DATABASE.to_owned()),
+            allow_private_targets: args.allow_private_targets || file.allow_private_targets.unwrap_or(false),
             time_scale,
-            max_body_bytes: args
-                .max_body_bytes
-                .or(file.max_body_bytes)
-                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            admin_token: args
-                .admin_token
-                .or(file.admin_token)
-                .filter(|t| !t.is_empty()),
+            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            admin_token: args.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
             engine,
         })
     }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
@@ -152,16 +132,8 @@ mod tests {
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("herald.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:9999\"\ntime_scale = 0.5\nmax_in_flight = 7\n",
-        )
-        .unwrap();
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            time_scale: Some(0.001),
-            ..Default::default()
-        };
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\ntime_scale = 0.5\nmax_in_flight = 7\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), time_scale: Some(0.001), ..Default::default() };
         let config = ServeConfig::from_args(args).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(config.time_scale, 0.001);
@@ -170,25 +142,15 @@ mod tests {
         assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
 
         std::fs::write(&path, "listn = \"x\"\n").unwrap();
-        let err = ServeConfig::from_args(ServeArgs {
-            config: Some(path),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let err = ServeConfig::from_args(ServeArgs { config: Some(path), ..Default::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"));
     }
 
     #[test]
     fn bad_values_are_refused() {
-        let bad_scale = ServeArgs {
-            time_scale: Some(0.0),
-            ..Default::default()
-        };
+        let bad_scale = ServeArgs { time_scale: Some(0.0), ..Default::default() };
         assert!(ServeConfig::from_args(bad_scale).is_err());
-        let bad_listen = ServeArgs {
-            listen: Some("nowhere".into()),
-            ..Default::default()
-        };
+        let bad_listen = ServeArgs { listen: Some("nowhere".into()), ..Default::default() };
         assert!(ServeConfig::from_args(bad_listen).is_err());
     }
 }

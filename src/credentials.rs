@@ -24,8 +24,7 @@ pub fn path_for_database(db_path: &Path) -> PathBuf {
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Credentials> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -39,9 +38,7 @@ pub fn save(path: &Path, credentials: &Credentials) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
     file.write_all(text.as_bytes())?;
     file.write_all(b"\n")?;
     Ok(())

@@ -78,10 +78,7 @@ struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     pub fn invalid_field(message: impl Into<String>) -> Self {
@@ -95,10 +92,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            code: self.code.as_str(),
-            message: &self.message,
-        };
+        let body = ErrorBody { code: self.code.as_str(), message: &self.message };
         (self.code.status(), Json(body)).into_response()
     }
 }

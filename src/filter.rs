@@ -8,12 +8,10 @@ pub const MAX_TYPE_LEN: usize = 256;
 /// Whether `event_type` passes `filter`.
 pub fn matches(filter: Option<&[String]>, event_type: &str) -> bool {
     let Some(patterns) = filter else { return true };
-    patterns
-        .iter()
-        .any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => event_type.starts_with(prefix),
-            None => pattern == event_type,
-        })
+    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => pattern == event_type,
+    })
 }
 
 /// Checks an event type name: 1 to 256 visible ASCII characters.
@@ -35,9 +33,7 @@ pub fn validate(patterns: &[String]) -> Result<(), String> {
     for (i, pattern) in patterns.iter().enumerate() {
         validate_event_type(pattern).map_err(|e| format!("event_types[{i}]: {e}"))?;
         if pattern.trim_end_matches('*').contains('*') || pattern.matches('*').count() > 1 {
-            return Err(format!(
-                "event_types[{i}]: `*` may only appear once, at the end"
-            ));
+            return Err(format!("event_types[{i}]: `*` may only appear once, at the end"));
         }
     }
     Ok(())
@@ -50,27 +46,15 @@ mod tests {
     #[track_caller]
     fn check(filter: Option<&[&str]>, event_type: &str, expected: bool) {
         let owned: Option<Vec<String>> = filter.map(|f| f.iter().map(|s| s.to_string()).collect());
-        assert_eq!(
-            matches(owned.as_deref(), event_type),
-            expected,
-            "{filter:?} vs {event_type}"
-        );
+        assert_eq!(matches(owned.as_deref(), event_type), expected, "{filter:?} vs {event_type}");
     }
 
     #[test]
     fn exact_prefix_and_absent_filters() {
         check(None, "anything", true);
         check(Some(&[]), "anything", false);
-        check(
-            Some(&["whatsapp:message:status"]),
-            "whatsapp:message:status",
-            true,
-        );
-        check(
-            Some(&["whatsapp:message:status"]),
-            "whatsapp:message:in",
-            false,
-        );
+        check(Some(&["whatsapp:message:status"]), "whatsapp:message:status", true);
+        check(Some(&["whatsapp:message:status"]), "whatsapp:message:in", false);
         check(Some(&["whatsapp:message:*"]), "whatsapp:message:in", true);
         check(Some(&["whatsapp:message:*"]), "viber:message:in", false);
         check(Some(&["*"]), "viber:message:in", true);
@@ -79,16 +63,8 @@ mod tests {
     #[test]
     fn validation() {
         assert!(validate(&["a:*".into(), "b".into()]).is_ok());
-        assert!(
-            validate(&["a*b".into()])
-                .unwrap_err()
-                .contains("event_types[0]")
-        );
-        assert!(
-            validate(&["ok".into(), "has space".into()])
-                .unwrap_err()
-                .contains("event_types[1]")
-        );
+        assert!(validate(&["a*b".into()]).unwrap_err().contains("event_types[0]"));
+        assert!(validate(&["ok".into(), "has space".into()]).unwrap_err().contains("event_types[1]"));
         assert!(validate(&["".into()]).is_err());
         assert!(validate(&["a**".into()]).is_err());
     }

@@ -54,25 +54,14 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
-                .map_err(|e| DnsFailure {
-                    name: host.clone(),
-                    reason: e.to_string(),
-                })?
+                .map_err(|e| DnsFailure { name: host.clone(), reason: e.to_string() })?
                 .collect();
-            let allowed: Vec<SocketAddr> = resolved
-                .iter()
-                .copied()
-                .filter(|a| allow_private || is_public(a.ip()))
-                .collect();
+            let allowed: Vec<SocketAddr> =
+                resolved.iter().copied().filter(|a| allow_private || is_public(a.ip())).collect();
             match (allowed.is_empty(), resolved.first()) {
                 (false, _) => Ok(Box::new(allowed.into_iter()) as Addrs),
-                (true, Some(first)) => {
-                    Err(Box::new(Blocked(first.ip())) as Box<dyn StdError + Send + Sync>)
-                }
-                (true, None) => Err(Box::new(DnsFailure {
-                    name: host,
-                    reason: "no addresses".into(),
-                }) as _),
+                (true, Some(first)) => Err(Box::new(Blocked(first.ip())) as Box<dyn StdError + Send + Sync>),
+                (true, None) => Err(Box::new(DnsFailure { name: host, reason: "no addresses".into() }) as _),
             }
         })
     }
@@ -89,12 +78,7 @@ pub fn is_public(ip: IpAddr) -> bool {
             let s = v6.segments();
             // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
             if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-                return is_public_v4(Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    s[6] as u8,
-                    (s[7] >> 8) as u8,
-                    s[7] as u8,
-                ));
+                return is_public_v4(Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8));
             }
             !(v6.is_loopback()
                 || v6.is_unspecified()
@@ -150,23 +134,14 @@ impl Outbound {
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()?;
-        Ok(Outbound {
-            client,
-            allow_private,
-        })
+        Ok(Outbound { client, allow_private })
     }
 
     /// Sends one request and reads at most `RESPONSE_EXCERPT_BYTES` of the
     /// answer, all within `timeout`.
-    pub async fn send(
-        &self,
-        request: OutgoingRequest,
-        timeout: Duration,
-    ) -> Result<ReceivedResponse, SendError> {
-        let url = reqwest::Url::parse(&request.url).map_err(|e| SendError {
-            class: ErrorClass::Request,
-            message: format!("invalid url: {e}"),
-        })?;
+    pub async fn send(&self, request: OutgoingRequest, timeout: Duration) -> Result<ReceivedResponse, SendError> {
+        let url = reqwest::Url::parse(&request.url)
+            .map_err(|e| SendError { class: ErrorClass::Request, message: format!("invalid url: {e}") })?;
         if !self.allow_private {
             let literal = match url.host() {
                 Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
@@ -174,27 +149,17 @@ impl Outbound {
                 _ => None,
             };
             if let Some(ip) = literal.filter(|ip| !is_public(*ip)) {
-                return Err(SendError {
-                    class: ErrorClass::Blocked,
-                    message: Blocked(ip).to_string(),
-                });
+                return Err(SendError { class: ErrorClass::Blocked, message: Blocked(ip).to_string() });
             }
         }
-        let mut builder = self
-            .client
-            .request(request.method, url)
-            .timeout(timeout)
-            .body(request.body);
+        let mut builder = self.client.request(request.method, url).timeout(timeout).body(request.body);
         for (name, value) in request.headers {
             builder = builder.header(name, value);
         }
         let mut response = builder.send().await.map_err(classify)?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after =
+            response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut excerpt = Vec::new();
         // A body that breaks off or runs past the timeout still leaves the
         // status we already have; what was read is kept.
@@ -205,11 +170,7 @@ impl Outbound {
             }
         }
         excerpt.truncate(RESPONSE_EXCERPT_BYTES);
-        Ok(ReceivedResponse {
-            status,
-            retry_after,
-            body_excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
-        })
+        Ok(ReceivedResponse { status, retry_after, body_excerpt: String::from_utf8_lossy(&excerpt).into_owned() })
     }
 }
 
@@ -218,16 +179,10 @@ fn classify(err: reqwest::Error) -> SendError {
     let mut innermost = err.to_string();
     while let Some(cause) = source {
         if let Some(blocked) = cause.downcast_ref::<Blocked>() {
-            return SendError {
-                class: ErrorClass::Blocked,
-                message: blocked.to_string(),
-            };
+            return SendError { class: ErrorClass::Blocked, message: blocked.to_string() };
         }
         if let Some(dns) = cause.downcast_ref::<DnsFailure>() {
-            return SendError {
-                class: ErrorClass::Dns,
-                message: dns.to_string(),
-            };
+            return SendError { class: ErrorClass::Dns, message: dns.to_string() };
         }
         innermost = cause.to_string();
         source = cause.source();
@@ -239,10 +194,7 @@ fn classify(err: reqwest::Error) -> SendError {
     } else {
         ErrorClass::Request
     };
-    SendError {
-        class,
-        message: innermost,
-    }
+    SendError { class, message: innermost }
 }
 
 #[cfg(test)]
@@ -255,12 +207,7 @@ mod tests {
     }
 
     fn request(url: &str) -> OutgoingRequest {
-        OutgoingRequest {
-            method: http::Method::POST,
-            url: url.into(),
-            headers: Vec::new(),
-            body: bytes::Bytes::new(),
-        }
+        OutgoingRequest { method: http::Method::POST, url: url.into(), headers: Vec::new(), body: bytes::Bytes::new() }
     }
 
     #[tokio::test]
@@ -268,21 +215,12 @@ mod tests {
         let outbound = Outbound::new(false).unwrap();
         // `localhost` resolves to loopback through the system resolver; the
         // guard sees the resolved address, whatever the name looked like.
-        let err = outbound
-            .send(request("http://localhost:9/hook"), Duration::from_secs(2))
-            .await
-            .unwrap_err();
+        let err = outbound.send(request("http://localhost:9/hook"), Duration::from_secs(2)).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Blocked, "{err:?}");
         assert!(err.message.contains("not a public address"));
-        let err = outbound
-            .send(request("http://127.0.0.1:9/hook"), Duration::from_secs(2))
-            .await
-            .unwrap_err();
+        let err = outbound.send(request("http://127.0.0.1:9/hook"), Duration::from_secs(2)).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Blocked);
-        let err = outbound
-            .send(request("http://[::ffff:10.0.0.1]/"), Duration::from_secs(2))
-            .await
-            .unwrap_err();
+        let err = outbound.send(request("http://[::ffff:10.0.0.1]/"), Duration::from_secs(2)).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Blocked);
     }
 
@@ -292,13 +230,8 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let outbound = Outbound::new(true).unwrap();
-        let err = outbound
-            .send(
-                request(&format!("http://localhost:{port}/")),
-                Duration::from_secs(2),
-            )
-            .await
-            .unwrap_err();
+        let err =
+            outbound.send(request(&format!("http://localhost:{port}/")), Duration::from_secs(2)).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Connect, "{err:?}");
     }
 
@@ -327,13 +260,7 @@ mod tests {
         ] {
             check(ip, false);
         }
-        for ip in [
-            "93.184.216.34",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-            "64:ff9b::808:808",
-        ] {
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
             check(ip, true);
         }
     }

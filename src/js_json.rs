@@ -35,10 +35,8 @@ fn write_value(out: &mut String, value: &Value) {
 /// JavaScript orders "array index" keys (canonical integers below 2^32 - 1)
 /// first, ascending, then the others in insertion order.
 fn write_object(out: &mut String, map: &Map<String, Value>) {
-    let mut indices: Vec<(u32, &String, &Value)> = map
-        .iter()
-        .filter_map(|(k, v)| array_index(k).map(|i| (i, k, v)))
-        .collect();
+    let mut indices: Vec<(u32, &String, &Value)> =
+        map.iter().filter_map(|(k, v)| array_index(k).map(|i| (i, k, v))).collect();
     indices.sort_by_key(|(i, _, _)| *i);
     let others = map.iter().filter(|(k, _)| array_index(k).is_none());
     out.push('{');
@@ -127,18 +125,9 @@ mod tests {
 
     #[test]
     fn objects_put_index_keys_first_and_keep_the_rest_in_order() {
-        check(
-            r#"{"b":1,"a":2,"10":3,"2":4,"01":5,"-1":6}"#,
-            r#"{"2":4,"10":3,"b":1,"a":2,"01":5,"-1":6}"#,
-        );
-        check(
-            r#"{ "x" : [ 1 , "a\u0001\n" , null , true ] }"#,
-            r#"{"x":[1,"a\u0001\n",null,true]}"#,
-        );
-        check(
-            r#"{"reaction":"👍","u":"\u2028"}"#,
-            "{\"reaction\":\"👍\",\"u\":\"\u{2028}\"}",
-        );
+        check(r#"{"b":1,"a":2,"10":3,"2":4,"01":5,"-1":6}"#, r#"{"2":4,"10":3,"b":1,"a":2,"01":5,"-1":6}"#);
+        check(r#"{ "x" : [ 1 , "a\u0001\n" , null , true ] }"#, r#"{"x":[1,"a\u0001\n",null,true]}"#);
+        check(r#"{"reaction":"👍","u":"\u2028"}"#, "{\"reaction\":\"👍\",\"u\":\"\u{2028}\"}");
         assert_eq!(
             to_string(&json!({"event": "ready", "data": {}, "timestamp": "t"})),
             r#"{"event":"ready","data":{},"timestamp":"t"}"#

@@ -175,14 +175,11 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn effective_retry(&self) -> RetryPolicy {
-        self.retry
-            .clone()
-            .unwrap_or_else(|| self.profile.default_retry())
+        self.retry.clone().unwrap_or_else(|| self.profile.default_retry())
     }
 
     pub fn effective_timeout_ms(&self) -> u64 {
-        self.timeout_ms
-            .unwrap_or_else(|| self.profile.default_timeout_ms())
+        self.timeout_ms.unwrap_or_else(|| self.profile.default_timeout_ms())
     }
 
     /// The secrets that sign a request sent at `now`: the current one
@@ -304,10 +301,7 @@ mod tests {
         let t = Timestamp(1_614_265_330_123);
         assert_eq!(t.to_rfc3339(), "2021-02-25T15:02:10.123Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
-        assert_eq!(
-            Timestamp::parse_rfc3339("2021-06-18T14:48:06.886358Z"),
-            Some(Timestamp(1_624_027_686_886))
-        );
+        assert_eq!(Timestamp::parse_rfc3339("2021-06-18T14:48:06.886358Z"), Some(Timestamp(1_624_027_686_886)));
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
     }
 

@@ -58,46 +58,29 @@ impl RetryPolicy {
         match self {
             RetryPolicy::Preset(name) => {
                 if !PRESETS.contains(&name.as_str()) {
-                    return Err(format!(
-                        "retry.preset: unknown preset `{name}` (known: {})",
-                        PRESETS.join(", ")
-                    ));
+                    return Err(format!("retry.preset: unknown preset `{name}` (known: {})", PRESETS.join(", ")));
                 }
             }
             RetryPolicy::Schedule(waits) => {
                 if waits.len() as u32 >= MAX_ATTEMPTS {
-                    return Err(format!(
-                        "retry.schedule: at most {} waits",
-                        MAX_ATTEMPTS - 1
-                    ));
+                    return Err(format!("retry.schedule: at most {} waits", MAX_ATTEMPTS - 1));
                 }
-                if let Some(bad) = waits
-                    .iter()
-                    .find(|w| !(w.is_finite() && **w >= 0.0 && **w <= max_wait))
-                {
-                    return Err(format!(
-                        "retry.schedule: wait {bad} is not between 0 and {max_wait} seconds"
-                    ));
+                if let Some(bad) = waits.iter().find(|w| !(w.is_finite() && **w >= 0.0 && **w <= max_wait)) {
+                    return Err(format!("retry.schedule: wait {bad} is not between 0 and {max_wait} seconds"));
                 }
             }
             RetryPolicy::Exponential(e) => {
                 if !(e.first.is_finite() && e.first > 0.0 && e.first <= max_wait) {
-                    return Err(format!(
-                        "retry.exponential.first: must be above 0 and at most {max_wait} seconds"
-                    ));
+                    return Err(format!("retry.exponential.first: must be above 0 and at most {max_wait} seconds"));
                 }
                 if !(e.factor.is_finite() && (1.0..=100.0).contains(&e.factor)) {
                     return Err("retry.exponential.factor: must be between 1 and 100".to_owned());
                 }
                 if !(e.cap.is_finite() && e.cap >= e.first && e.cap <= max_wait) {
-                    return Err(format!(
-                        "retry.exponential.cap: must be between `first` and {max_wait} seconds"
-                    ));
+                    return Err(format!("retry.exponential.cap: must be between `first` and {max_wait} seconds"));
                 }
                 if !(1..=MAX_ATTEMPTS).contains(&e.attempts) {
-                    return Err(format!(
-                        "retry.exponential.attempts: must be between 1 and {MAX_ATTEMPTS}"
-                    ));
+                    return Err(format!("retry.exponential.attempts: must be between 1 and {MAX_ATTEMPTS}"));
                 }
                 if !(e.jitter.is_finite() && (0.0..=1.0).contains(&e.jitter)) {
                     return Err("retry.exponential.jitter: must be between 0 and 1".to_owned());
@@ -135,9 +118,7 @@ impl RetryPolicy {
             RetryPolicy::Exponential(e) => (e.first * e.factor.powi(n_done as i32 - 1)).min(e.cap),
             RetryPolicy::Preset(_) => return None,
         };
-        Some(Duration::from_secs_f64(
-            secs.clamp(0.0, MAX_WAIT.as_secs_f64()),
-        ))
+        Some(Duration::from_secs_f64(secs.clamp(0.0, MAX_WAIT.as_secs_f64())))
     }
 
     pub fn jitter(&self) -> f64 {
@@ -150,18 +131,11 @@ impl RetryPolicy {
     /// The wait after failed attempt `n_done`, with jitter applied from
     /// `sample` (uniform in [-1, 1]) and the receiver's `Retry-After`
     /// honoured: never shorter than it asks, up to `RETRY_AFTER_CAP`.
-    pub fn next_wait(
-        &self,
-        n_done: u32,
-        retry_after: Option<Duration>,
-        sample: f64,
-    ) -> Option<Duration> {
+    pub fn next_wait(&self, n_done: u32, retry_after: Option<Duration>, sample: f64) -> Option<Duration> {
         let base = self.base_wait(n_done)?;
         let spread = self.jitter() * sample.clamp(-1.0, 1.0);
         let jittered = Duration::from_secs_f64((base.as_secs_f64() * (1.0 + spread)).max(0.0));
-        let asked = retry_after
-            .map(|d| d.min(RETRY_AFTER_CAP))
-            .unwrap_or_default();
+        let asked = retry_after.map(|d| d.min(RETRY_AFTER_CAP)).unwrap_or_default();
         Some(jittered.max(asked))
     }
 }
@@ -172,13 +146,9 @@ impl RetryPolicy {
 fn preset_policy(name: &str) -> RetryPolicy {
     match name {
         // 8 attempts over about 21 hours: 10 s, 50 s, 4 min, 21 min, 1.7 h, 8.7 h, 10 h.
-        "standard" => RetryPolicy::Exponential(Exponential {
-            first: 10.0,
-            factor: 5.0,
-            cap: 36_000.0,
-            attempts: 8,
-            jitter: 0.2,
-        }),
+        "standard" => {
+            RetryPolicy::Exponential(Exponential { first: 10.0, factor: 5.0, cap: 36_000.0, attempts: 8, jitter: 0.2 })
+        }
         // 1 + 2 retries, 10 s then 100 s (×10, capped at 100 000 s).
         "business" => RetryPolicy::Exponential(Exponential {
             first: 10.0,
@@ -188,25 +158,16 @@ fn preset_policy(name: &str) -> RetryPolicy {
             jitter: 0.0,
         }),
         "routee" => RetryPolicy::Schedule(vec![
-            30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14_400.0, 28_800.0,
-            86_400.0,
+            30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14_400.0, 28_800.0, 86_400.0,
         ]),
         // WEBHOOK_RETRY_ATTEMPTS=3 tries, WEBHOOK_RETRY_DELAY=5000 ms doubling.
-        "wwebjs" => RetryPolicy::Exponential(Exponential {
-            first: 5.0,
-            factor: 2.0,
-            cap: 86_400.0,
-            attempts: 3,
-            jitter: 0.0,
-        }),
+        "wwebjs" => {
+            RetryPolicy::Exponential(Exponential { first: 5.0, factor: 2.0, cap: 86_400.0, attempts: 3, jitter: 0.0 })
+        }
         // Up to about 4 hours: 5 s, 15 s, 45 s … capped at 1 h, 10 attempts.
-        "viber-bot" => RetryPolicy::Exponential(Exponential {
-            first: 5.0,
-            factor: 3.0,
-            cap: 3600.0,
-            attempts: 10,
-            jitter: 0.2,
-        }),
+        "viber-bot" => {
+            RetryPolicy::Exponential(Exponential { first: 5.0, factor: 3.0, cap: 3600.0, attempts: 10, jitter: 0.2 })
+        }
         _ => RetryPolicy::Schedule(Vec::new()),
     }
 }
@@ -220,9 +181,7 @@ pub fn parse_retry_after(value: &str, now_unix_secs: i64) -> Option<Duration> {
     }
     let date = httpdate::parse_http_date(value).ok()?;
     let at = date.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
-    Some(Duration::from_secs(
-        at.saturating_sub(now_unix_secs).max(0) as u64
-    ))
+    Some(Duration::from_secs(at.saturating_sub(now_unix_secs).max(0) as u64))
 }
 
 #[cfg(test)]
@@ -232,10 +191,7 @@ mod tests {
 
     #[track_caller]
     fn check(policy: &RetryPolicy, expected_waits: &[u64]) {
-        let waits: Vec<u64> = (1..=60)
-            .map_while(|n| policy.base_wait(n))
-            .map(|d| d.as_secs())
-            .collect();
+        let waits: Vec<u64> = (1..=60).map_while(|n| policy.base_wait(n)).map(|d| d.as_secs()).collect();
         assert_eq!(waits, expected_waits);
         assert_eq!(policy.max_attempts() as usize, expected_waits.len() + 1);
     }
@@ -243,17 +199,9 @@ mod tests {
     #[test]
     fn presets_follow_the_seeds() {
         check(&RetryPolicy::preset("business"), &[10, 100]);
-        check(
-            &RetryPolicy::preset("routee"),
-            &[
-                30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14_400, 28_800, 86_400,
-            ],
-        );
+        check(&RetryPolicy::preset("routee"), &[30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14_400, 28_800, 86_400]);
         check(&RetryPolicy::preset("wwebjs"), &[5, 10]);
-        check(
-            &RetryPolicy::preset("standard"),
-            &[10, 50, 250, 1250, 6250, 31_250, 36_000],
-        );
+        check(&RetryPolicy::preset("standard"), &[10, 50, 250, 1250, 6250, 31_250, 36_000]);
     }
 
     #[test]
@@ -271,64 +219,28 @@ mod tests {
     #[test]
     fn retry_after_lengthens_but_never_shortens_and_is_capped() {
         let policy = RetryPolicy::preset("business");
-        assert_eq!(
-            policy.next_wait(1, Some(Duration::from_secs(60)), 0.0),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            policy.next_wait(1, Some(Duration::from_secs(1)), 0.0),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            policy.next_wait(1, Some(Duration::from_secs(10_000_000)), 0.0),
-            Some(RETRY_AFTER_CAP)
-        );
-        assert_eq!(
-            policy.next_wait(3, Some(Duration::from_secs(60)), 0.0),
-            None
-        );
+        assert_eq!(policy.next_wait(1, Some(Duration::from_secs(60)), 0.0), Some(Duration::from_secs(60)));
+        assert_eq!(policy.next_wait(1, Some(Duration::from_secs(1)), 0.0), Some(Duration::from_secs(10)));
+        assert_eq!(policy.next_wait(1, Some(Duration::from_secs(10_000_000)), 0.0), Some(RETRY_AFTER_CAP));
+        assert_eq!(policy.next_wait(3, Some(Duration::from_secs(60)), 0.0), None);
     }
 
     #[test]
     fn retry_after_parses_seconds_and_dates() {
         assert_eq!(parse_retry_after("120", 0), Some(Duration::from_secs(120)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1_445_412_400),
-            Some(Duration::from_secs(80))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1_445_500_000),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1_445_412_400), Some(Duration::from_secs(80)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1_445_500_000), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", 0), None);
         assert_eq!(parse_retry_after("-5", 0), None);
     }
 
     #[test]
     fn validation_names_the_field() {
-        let bad = RetryPolicy::Exponential(Exponential {
-            first: 0.0,
-            factor: 2.0,
-            cap: 10.0,
-            attempts: 3,
-            jitter: 0.0,
-        });
-        assert!(
-            bad.validate()
-                .unwrap_err()
-                .starts_with("retry.exponential.first")
-        );
-        assert!(
-            RetryPolicy::preset("nope")
-                .validate()
-                .unwrap_err()
-                .contains("unknown preset")
-        );
-        assert!(
-            RetryPolicy::Schedule(vec![1.0, f64::NAN])
-                .validate()
-                .is_err()
-        );
+        let bad =
+            RetryPolicy::Exponential(Exponential { first: 0.0, factor: 2.0, cap: 10.0, attempts: 3, jitter: 0.0 });
+        assert!(bad.validate().unwrap_err().starts_with("retry.exponential.first"));
+        assert!(RetryPolicy::preset("nope").validate().unwrap_err().contains("unknown preset"));
+        assert!(RetryPolicy::Schedule(vec![1.0, f64::NAN]).validate().is_err());
         assert!(RetryPolicy::Schedule(vec![]).validate().is_ok());
         for name in PRESETS {
             assert!(RetryPolicy::preset(name).validate().is_ok());
@@ -338,17 +250,15 @@ mod tests {
     fn any_policy() -> impl Strategy<Value = RetryPolicy> {
         prop_oneof![
             proptest::collection::vec(0.0f64..604_800.0, 0..49).prop_map(RetryPolicy::Schedule),
-            (0.001f64..1000.0, 1.0f64..100.0, 1u32..=50, 0.0f64..=1.0).prop_map(
-                |(first, factor, attempts, jitter)| {
-                    RetryPolicy::Exponential(Exponential {
-                        first,
-                        factor,
-                        cap: (first * 1000.0).min(604_800.0),
-                        attempts,
-                        jitter,
-                    })
-                }
-            ),
+            (0.001f64..1000.0, 1.0f64..100.0, 1u32..=50, 0.0f64..=1.0).prop_map(|(first, factor, attempts, jitter)| {
+                RetryPolicy::Exponential(Exponential {
+                    first,
+                    factor,
+                    cap: (first * 1000.0).min(604_800.0),
+                    attempts,
+                    jitter,
+                })
+            }),
             proptest::sample::select(PRESETS).prop_map(RetryPolicy::preset),
         ]
     }

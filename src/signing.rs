@@ -53,12 +53,7 @@ pub fn standard_signature(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8])
 
 /// The `webhook-signature` header value: one signature per secret,
 /// space-separated (several during a rotation).
-pub fn standard_signature_header(
-    secrets: &[&str],
-    msg_id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> String {
+pub fn standard_signature_header(secrets: &[&str], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
     secrets
         .iter()
         .filter_map(|s| secret_key(s))
@@ -69,20 +64,12 @@ pub fn standard_signature_header(
 
 /// Checks a `webhook-signature` header against a secret; true when any of
 /// its `v1` signatures matches. Used by `herald listen`.
-pub fn verify_standard(
-    secret: &str,
-    msg_id: &str,
-    timestamp: i64,
-    body: &[u8],
-    header: &str,
-) -> bool {
+pub fn verify_standard(secret: &str, msg_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
     let Some(key) = secret_key(secret) else {
         return false;
     };
     let expected = standard_signature(&key, msg_id, timestamp, body);
-    header
-        .split(' ')
-        .any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()))
+    header.split(' ').any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()))
 }
 
 /// Lowercase hex HMAC-SHA256 of the body: the seeds' `Signature`,
@@ -123,24 +110,9 @@ mod tests {
     #[test]
     fn matches_the_standard_webhooks_test_vector() {
         let key = secret_key(SECRET).unwrap();
-        assert_eq!(
-            standard_signature(&key, MSG_ID, TIMESTAMP, BODY.as_bytes()),
-            EXPECTED
-        );
-        assert!(verify_standard(
-            SECRET,
-            MSG_ID,
-            TIMESTAMP,
-            BODY.as_bytes(),
-            EXPECTED
-        ));
-        assert!(!verify_standard(
-            SECRET,
-            MSG_ID,
-            TIMESTAMP + 1,
-            BODY.as_bytes(),
-            EXPECTED
-        ));
+        assert_eq!(standard_signature(&key, MSG_ID, TIMESTAMP, BODY.as_bytes()), EXPECTED);
+        assert!(verify_standard(SECRET, MSG_ID, TIMESTAMP, BODY.as_bytes(), EXPECTED));
+        assert!(!verify_standard(SECRET, MSG_ID, TIMESTAMP + 1, BODY.as_bytes(), EXPECTED));
     }
 
     #[test]
@@ -149,20 +121,8 @@ mod tests {
         let header = standard_signature_header(&[&new, SECRET], MSG_ID, TIMESTAMP, BODY.as_bytes());
         assert_eq!(header.split(' ').count(), 2);
         assert!(header.ends_with(EXPECTED));
-        assert!(verify_standard(
-            &new,
-            MSG_ID,
-            TIMESTAMP,
-            BODY.as_bytes(),
-            &header
-        ));
-        assert!(verify_standard(
-            SECRET,
-            MSG_ID,
-            TIMESTAMP,
-            BODY.as_bytes(),
-            &header
-        ));
+        assert!(verify_standard(&new, MSG_ID, TIMESTAMP, BODY.as_bytes(), &header));
+        assert!(verify_standard(SECRET, MSG_ID, TIMESTAMP, BODY.as_bytes(), &header));
     }
 
     #[test]

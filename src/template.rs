@@ -60,23 +60,14 @@ pub fn parse(text: &str, track_json_strings: bool) -> Result<Template, TemplateE
         if bytes[i..].starts_with(OPEN.as_bytes()) {
             let path_start = i + OPEN.len();
             let Some(len) = text[path_start..].find(CLOSE) else {
-                return Err(TemplateError {
-                    offset: i,
-                    message: "`@{{` is never closed with `}}`".into(),
-                });
+                return Err(TemplateError { offset: i, message: "`@{{` is never closed with `}}`".into() });
             };
             let raw = &text[path_start..path_start + len];
-            let path = parse_path(raw).map_err(|message| TemplateError {
-                offset: path_start,
-                message,
-            })?;
+            let path = parse_path(raw).map_err(|message| TemplateError { offset: path_start, message })?;
             if i > text_start {
                 pieces.push(Piece::Text(text[text_start..i].to_owned()));
             }
-            pieces.push(Piece::Var {
-                path,
-                in_string: track_json_strings && in_string,
-            });
+            pieces.push(Piece::Var { path, in_string: track_json_strings && in_string });
             i = path_start + len + CLOSE.len();
             text_start = i;
             escaped = false;
@@ -105,14 +96,8 @@ fn parse_path(raw: &str) -> Result<Vec<String>, String> {
     }
     let segments: Vec<String> = trimmed.split('.').map(str::to_owned).collect();
     for segment in &segments {
-        if segment.is_empty()
-            || !segment
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(format!(
-                "`{trimmed}` is not a variable path (letters, digits, `_`, `-`, joined by `.`)"
-            ));
+        if segment.is_empty() || !segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(format!("`{trimmed}` is not a variable path (letters, digits, `_`, `-`, joined by `.`)"));
         }
     }
     Ok(segments)
@@ -126,11 +111,7 @@ impl Template {
         })
     }
 
-    fn render_with(
-        &self,
-        context: &Context,
-        mut emit: impl FnMut(&mut String, Option<&Value>, bool),
-    ) -> String {
+    fn render_with(&self, context: &Context, mut emit: impl FnMut(&mut String, Option<&Value>, bool)) -> String {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
@@ -145,8 +126,7 @@ impl Template {
     pub fn render_url(&self, context: &Context) -> String {
         self.render_with(context, |out, value, _| {
             out.extend(
-                url::form_urlencoded::byte_serialize(value_text(value).as_bytes())
-                    .map(|s| s.replace('+', "%20")),
+                url::form_urlencoded::byte_serialize(value_text(value).as_bytes()).map(|s| s.replace('+', "%20")),
             );
         })
     }
@@ -155,10 +135,7 @@ impl Template {
     /// become spaces, so a value can never start a new header line.
     pub fn render_header(&self, context: &Context) -> String {
         let rendered = self.render_with(context, |out, value, _| out.push_str(&value_text(value)));
-        rendered
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect()
+        rendered.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
     }
 
     /// Renders a JSON body: inside a string literal a value is JSON-escaped
@@ -169,10 +146,7 @@ impl Template {
                 let quoted = serde_json::to_string(&value_text(value)).expect("strings serialise");
                 out.push_str(&quoted[1..quoted.len() - 1]);
             } else {
-                out.push_str(
-                    &serde_json::to_string(value.unwrap_or(&Value::Null))
-                        .expect("values serialise"),
-                );
+                out.push_str(&serde_json::to_string(value.unwrap_or(&Value::Null)).expect("values serialise"));
             }
         })
     }
@@ -283,17 +257,15 @@ mod tests {
 
     #[test]
     fn the_seed_examples_render() {
-        let payload = json!({"id": "a418", "to": "9190199xxxxx", "status": "read", "read_at": "2021-06-18T14:48:06.886358Z"});
+        let payload =
+            json!({"id": "a418", "to": "9190199xxxxx", "status": "read", "read_at": "2021-06-18T14:48:06.886358Z"});
         let url = parse("https://www.domain.com/ack/receive?id=@{{payload.id}}&mobile=@{{payload.mobile}}&status=@{{payload.status}}", false).unwrap();
         assert_eq!(
             url.render_url(&context(&payload)),
             "https://www.domain.com/ack/receive?id=a418&mobile=9190199xxxxx&status=read"
         );
         let url = parse("https://www.domain.com/ack/receive?id=@{{id}}", false).unwrap();
-        assert_eq!(
-            url.render_url(&context(&payload)),
-            "https://www.domain.com/ack/receive?id=evt_1"
-        );
+        assert_eq!(url.render_url(&context(&payload)), "https://www.domain.com/ack/receive?id=evt_1");
         let body = parse(
             r#"{"id": "@{{payload.id}}", "mobile": "@{{payload.mobile}}", "message_status": "@{{payload.status}}", "read_at": "@{{payload.read_at}}"}"#,
             true,
@@ -310,28 +282,25 @@ mod tests {
     fn values_cannot_break_out_of_where_they_land() {
         let payload = json!({"evil": "x\"}, \"admin\": true, \"y\": \"\r\nX-Injected: 1", "n": 5, "obj": {"a": [1]}});
         let ctx = context(&payload);
-        let body = parse(r#"{"v": "@{{payload.evil}}", "n": @{{payload.n}}, "o": @{{payload.obj}}, "m": @{{payload.missing}}}"#, true).unwrap();
+        let body = parse(
+            r#"{"v": "@{{payload.evil}}", "n": @{{payload.n}}, "o": @{{payload.obj}}, "m": @{{payload.missing}}}"#,
+            true,
+        )
+        .unwrap();
         let rendered: Value = serde_json::from_str(&body.render_json(&ctx)).unwrap();
         assert_eq!(rendered["v"], payload["evil"]);
         assert_eq!(rendered["n"], 5);
         assert_eq!(rendered["o"], json!({"a": [1]}));
         assert_eq!(rendered["m"], Value::Null);
         assert!(rendered.get("admin").is_none());
-        let header = parse("Bearer @{{payload.evil}}", false)
-            .unwrap()
-            .render_header(&ctx);
+        let header = parse("Bearer @{{payload.evil}}", false).unwrap().render_header(&ctx);
         assert!(!header.contains('\r') && !header.contains('\n'));
-        let url = parse("https://h/p?q=@{{payload.evil}}&n=@{{payload.n}}", false)
-            .unwrap()
-            .render_url(&ctx);
+        let url = parse("https://h/p?q=@{{payload.evil}}&n=@{{payload.n}}", false).unwrap().render_url(&ctx);
         let parsed = url::Url::parse(&url).unwrap();
         let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
         assert_eq!(
             pairs,
-            [
-                ("q".to_owned(), payload["evil"].as_str().unwrap().to_owned()),
-                ("n".to_owned(), "5".to_owned())
-            ]
+            [("q".to_owned(), payload["evil"].as_str().unwrap().to_owned()), ("n".to_owned(), "5".to_owned())]
         );
     }
 
@@ -339,17 +308,9 @@ mod tests {
     fn syntax_errors_name_their_position() {
         assert_eq!(parse("abc @{{payload.id", false).unwrap_err().offset, 4);
         assert_eq!(parse("@{{ }}", false).unwrap_err().offset, 3);
-        assert!(
-            parse("@{{payload..id}}", false)
-                .unwrap_err()
-                .message
-                .contains("variable path")
-        );
+        assert!(parse("@{{payload..id}}", false).unwrap_err().message.contains("variable path"));
         assert!(parse("@{{pay load}}", false).is_err());
-        assert_eq!(
-            parse("no placeholders", false).unwrap().pieces,
-            [Piece::Text("no placeholders".into())]
-        );
+        assert_eq!(parse("no placeholders", false).unwrap().pieces, [Piece::Text("no placeholders".into())]);
     }
 
     #[test]
@@ -366,17 +327,9 @@ mod tests {
     fn mobile_falls_back_to_to_and_arrays_index() {
         let payload = json!({"to": "123", "channels": [{"name": "viber"}]});
         let ctx = context(&payload);
+        assert_eq!(ctx.resolve(&["payload".into(), "mobile".into()]), Some(&json!("123")));
         assert_eq!(
-            ctx.resolve(&["payload".into(), "mobile".into()]),
-            Some(&json!("123"))
-        );
-        assert_eq!(
-            ctx.resolve(&[
-                "payload".into(),
-                "channels".into(),
-                "0".into(),
-                "name".into()
-            ]),
+            ctx.resolve(&["payload".into(), "channels".into(), "0".into(), "name".into()]),
             Some(&json!("viber"))
         );
         assert_eq!(ctx.resolve(&["nothing".into()]), None);
@@ -387,9 +340,7 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(|n| json!(n)),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(|f| json!(f)),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
             any::<String>().prop_map(Value::String),
         ];
         leaf.prop_recursive(3, 16, 4, |inner| {

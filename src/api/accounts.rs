@@ -25,20 +25,14 @@ pub async fn create(
     OptionalJson(body): OptionalJson<CreateAccount>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     if caller != Principal::Operator {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "only the operator token can create accounts",
-        ));
+        return Err(ApiError::new(ErrorCode::Forbidden, "only the operator token can create accounts"));
     }
     let name = body.name.unwrap_or_default();
     if name.len() > 200 {
         return Err(ApiError::invalid_field("name: at most 200 characters"));
     }
     let token = signing::generate_token();
-    let account = state
-        .store
-        .create_account(&name, &signing::token_hash(&token), state.clock.now())
-        .await?;
+    let account = state.store.create_account(&name, &signing::token_hash(&token), state.clock.now()).await?;
     let body = json!({"id": account.id, "name": account.name, "token": token, "created_at": account.created_at});
     Ok((StatusCode::CREATED, Json(body)))
 }

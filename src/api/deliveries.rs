@@ -31,9 +31,8 @@ pub struct ListQuery {
 fn parse_time(name: &str, value: Option<String>) -> Result<Option<Timestamp>, ApiError> {
     value
         .map(|text| {
-            Timestamp::parse_rfc3339(&text).ok_or_else(|| {
-                ApiError::invalid_field(format!("{name}: `{text}` is not an RFC 3339 date-time"))
-            })
+            Timestamp::parse_rfc3339(&text)
+                .ok_or_else(|| ApiError::invalid_field(format!("{name}: `{text}` is not an RFC 3339 date-time")))
         })
         .transpose()
 }
@@ -45,17 +44,13 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let status = match query.status.as_deref() {
         Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
-            ApiError::invalid_field(format!(
-                "status: `{text}` is not one of pending, retrying, success, failed"
-            ))
+            ApiError::invalid_field(format!("status: `{text}` is not one of pending, retrying, success, failed"))
         })?),
         None => None,
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid_field(format!(
-            "limit: must be between 1 and {MAX_LIMIT}"
-        )));
+        return Err(ApiError::invalid_field(format!("limit: must be between 1 and {MAX_LIMIT}")));
     }
     let filter = DeliveryFilter {
         status,
@@ -82,11 +77,8 @@ pub async fn get(
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (delivery, attempts) = state
-        .store
-        .get_delivery(&account_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let (delivery, attempts) =
+        state.store.get_delivery(&account_id, &id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
     let mut body = serde_json::to_value(delivery).expect("deliveries serialise");
     body["attempts"] = serde_json::to_value(attempts).expect("attempts serialise");
     Ok(Json(body))
@@ -97,13 +89,7 @@ pub async fn retry(
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let delivery = state
-        .store
-        .retry_delivery(&account_id, &id, state.clock.now())
-        .await?;
+    let delivery = state.store.retry_delivery(&account_id, &id, state.clock.now()).await?;
     state.wake.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::to_value(delivery).expect("deliveries serialise")),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(delivery).expect("deliveries serialise"))))
 }

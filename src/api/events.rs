@@ -34,8 +34,7 @@ struct EventIn {
 impl EventIn {
     /// Checks the fields serde cannot; `at` prefixes messages in a batch.
     fn into_new_event(self, at: &str) -> Result<NewEvent, ApiError> {
-        filter::validate_event_type(&self.event_type)
-            .map_err(|e| ApiError::invalid_field(format!("{at}type: {e}")))?;
+        filter::validate_event_type(&self.event_type).map_err(|e| ApiError::invalid_field(format!("{at}type: {e}")))?;
         if let Some(id) = &self.id
             && (id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()))
         {
@@ -45,9 +44,7 @@ impl EventIn {
         }
         let timestamp = match &self.timestamp {
             Some(text) => Some(Timestamp::parse_rfc3339(text).ok_or_else(|| {
-                ApiError::invalid_field(format!(
-                    "{at}timestamp: `{text}` is not an RFC 3339 date-time"
-                ))
+                ApiError::invalid_field(format!("{at}timestamp: `{text}` is not an RFC 3339 date-time"))
             })?),
             None => None,
         };
@@ -71,10 +68,7 @@ pub async fn ingest(
     let events = if is_batch {
         let batch: Vec<EventIn> = parse_json(&body)?;
         if batch.is_empty() || batch.len() > MAX_BATCH {
-            return Err(ApiError::invalid_field(format!(
-                "a batch holds 1 to {MAX_BATCH} events, not {}",
-                batch.len()
-            )));
+            return Err(ApiError::invalid_field(format!("a batch holds 1 to {MAX_BATCH} events, not {}", batch.len())));
         }
         batch
             .into_iter()
@@ -84,10 +78,7 @@ pub async fn ingest(
     } else {
         vec![parse_json::<EventIn>(&body)?.into_new_event("")?]
     };
-    let outcomes = state
-        .store
-        .ingest(&account_id, events, state.clock.now())
-        .await?;
+    let outcomes = state.store.ingest(&account_id, events, state.clock.now()).await?;
     if outcomes.iter().any(|o| o.deliveries > 0 && !o.duplicate) {
         state.wake.notify_one();
     }
@@ -96,15 +87,8 @@ pub async fn ingest(
     }
     let outcome = &outcomes[0];
     // A repeated id answers with the original event, as a read would.
-    let status = if outcome.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((
-        status,
-        Json(serde_json::to_value(outcome).expect("outcomes serialise")),
-    ))
+    let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(serde_json::to_value(outcome).expect("outcomes serialise"))))
 }
 
 pub async fn get(
@@ -112,10 +96,6 @@ pub async fn get(
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let event = state
-        .store
-        .get_event(&account_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("event"))?;
+    let event = state.store.get_event(&account_id, &id).await?.ok_or_else(|| ApiError::not_found("event"))?;
     Ok(Json(serde_json::to_value(event).expect("events serialise")))
 }

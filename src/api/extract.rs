@@ -20,25 +20,12 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let Some(token) = header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty())
         else {
-            return Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "missing `Authorization: Bearer <token>` header",
-            ));
+            return Err(ApiError::new(ErrorCode::Unauthorized, "missing `Authorization: Bearer <token>` header"));
         };
-        match state
-            .store
-            .authenticate(&signing::token_hash(token))
-            .await?
-        {
+        match state.store.authenticate(&signing::token_hash(token)).await? {
             Some(principal) => Ok(Caller(principal)),
             None => Err(ApiError::new(ErrorCode::Unauthorized, "unknown token")),
         }
@@ -93,15 +80,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
 pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                "request body is larger than the limit (see --max-body-bytes)",
-            )
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body is larger than the limit (see --max-body-bytes)")
         } else {
-            ApiError::new(
-                ErrorCode::InvalidJson,
-                format!("could not read the request body: {}", rejection.body_text()),
-            )
+            ApiError::new(ErrorCode::InvalidJson, format!("could not read the request body: {}", rejection.body_text()))
         }
     })
 }
@@ -110,9 +91,7 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    deserializer.end().map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -123,9 +102,7 @@ fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         serde_json::error::Category::Data if path != "." => {
             ApiError::new(ErrorCode::InvalidField, format!("{path}: {inner}"))
         }
-        serde_json::error::Category::Data => {
-            ApiError::new(ErrorCode::InvalidField, inner.to_string())
-        }
+        serde_json::error::Category::Data => ApiError::new(ErrorCode::InvalidField, inner.to_string()),
         _ => ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {inner}")),
     }
 }
@@ -139,11 +116,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         Query::<T>::try_from_uri(&parts.uri)
             .map(|q| QueryParams(q.0))
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::InvalidField,
-                    format!("query string: {}", e.body_text()),
-                )
-            })
+            .map_err(|e| ApiError::new(ErrorCode::InvalidField, format!("query string: {}", e.body_text())))
     }
 }

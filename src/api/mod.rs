@@ -6,6 +6,7 @@ mod accounts;
 mod deliveries;
 mod events;
 mod extract;
+mod viber;
 mod webhooks;
 
 use std::sync::Arc;
@@ -29,23 +30,18 @@ pub struct AppState {
     /// Wakes the delivery engine after new work is committed.
     pub wake: Arc<Notify>,
     pub allow_private_targets: bool,
+    /// For calls Herald makes while answering a request (Viber's
+    /// verification callback).
+    pub outbound: crate::http_client::Outbound,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let v1 = Router::new()
         .route("/accounts", post(accounts::create))
         .route("/webhooks", post(webhooks::create).get(webhooks::list))
-        .route(
-            "/webhooks/{id}",
-            get(webhooks::get)
-                .patch(webhooks::update)
-                .delete(webhooks::delete),
-        )
+        .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .route("/webhooks/{id}/secret", get(webhooks::secret))
-        .route(
-            "/webhooks/{id}/rotate-secret",
-            post(webhooks::rotate_secret),
-        )
+        .route("/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
         .route("/webhooks/{id}/test", post(webhooks::send_test))
         .route("/events", post(events::ingest))
         .route("/events/{id}", get(events::get))
@@ -54,6 +50,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/deliveries/{id}/retry", post(deliveries::retry));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/pa/set_webhook", post(viber::set_webhook))
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -70,8 +67,5 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        ErrorCode::NotFound,
-        "this endpoint does not take that method",
-    )
+    ApiError::new(ErrorCode::NotFound, "this endpoint does not take that method")
 }

@@ -73,9 +73,7 @@ pub struct UpdateWebhook {
 }
 
 /// Tells a field that is present (even as `null`) from one that is absent.
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -123,16 +121,11 @@ impl<'a> From<&'a Webhook> for WebhookView<'a> {
 /// are refused early here, and every address again at connect time.
 pub fn validate_url(raw: &str, allow_private: bool) -> Result<(), ApiError> {
     if raw.len() > MAX_URL_LEN {
-        return Err(ApiError::invalid_field(format!(
-            "url: at most {MAX_URL_LEN} characters"
-        )));
+        return Err(ApiError::invalid_field(format!("url: at most {MAX_URL_LEN} characters")));
     }
     let url = url::Url::parse(raw).map_err(|e| ApiError::invalid_field(format!("url: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ApiError::invalid_field(format!(
-            "url: scheme must be http or https, not `{}`",
-            url.scheme()
-        )));
+        return Err(ApiError::invalid_field(format!("url: scheme must be http or https, not `{}`", url.scheme())));
     }
     let Some(host) = url.host() else {
         return Err(ApiError::invalid_field("url: must name a host"));
@@ -153,19 +146,14 @@ pub fn validate_url(raw: &str, allow_private: bool) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_headers(
-    headers: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, ApiError> {
+fn validate_headers(headers: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
     if headers.len() > MAX_HEADERS {
-        return Err(ApiError::invalid_field(format!(
-            "headers: at most {MAX_HEADERS}"
-        )));
+        return Err(ApiError::invalid_field(format!("headers: at most {MAX_HEADERS}")));
     }
     let mut normalised = BTreeMap::new();
     for (name, value) in headers {
-        let parsed = HeaderName::try_from(name.as_str()).map_err(|_| {
-            ApiError::invalid_field(format!("headers.{name}: not a valid header name"))
-        })?;
+        let parsed = HeaderName::try_from(name.as_str())
+            .map_err(|_| ApiError::invalid_field(format!("headers.{name}: not a valid header name")))?;
         if RESERVED_HEADERS.contains(&parsed.as_str()) {
             return Err(ApiError::invalid_field(format!(
                 "headers.{name}: set by herald itself and cannot be overridden"
@@ -201,9 +189,7 @@ fn validate_timeout(timeout_ms: Option<u64>) -> Result<(), ApiError> {
 
 fn validate_description(description: &str) -> Result<(), ApiError> {
     if description.len() > 1000 {
-        return Err(ApiError::invalid_field(
-            "description: at most 1000 characters",
-        ));
+        return Err(ApiError::invalid_field("description: at most 1000 characters"));
     }
     Ok(())
 }
@@ -216,11 +202,7 @@ fn validate_event_types(event_types: &Option<Vec<String>>) -> Result<(), ApiErro
 }
 
 async fn load(state: &AppState, account_id: &str, id: &str) -> Result<Webhook, ApiError> {
-    state
-        .store
-        .get_webhook(account_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook"))
+    state.store.get_webhook(account_id, id).await?.ok_or_else(|| ApiError::not_found("webhook"))
 }
 
 /// Checks what depends on the profile: the URL (a template for
@@ -231,27 +213,20 @@ fn check_profile_fields(webhook: &Webhook, allow_private: bool) -> Result<Vec<St
     match (webhook.profile, &webhook.options.template) {
         (Profile::Compose, Some(spec)) => {
             warnings = check_compose(&webhook.url, spec).map_err(ApiError::invalid_field)?;
-            let sample =
-                crate::profile::sample_url(&webhook.url).map_err(ApiError::invalid_field)?;
+            let sample = crate::profile::sample_url(&webhook.url).map_err(ApiError::invalid_field)?;
             validate_url(&sample, allow_private)?;
         }
         (Profile::Compose, None) => {
-            return Err(ApiError::invalid_field(
-                "template: the compose profile needs a template",
-            ));
+            return Err(ApiError::invalid_field("template: the compose profile needs a template"));
         }
         (_, Some(_)) => {
-            return Err(ApiError::invalid_field(
-                "template: only the compose profile takes a template",
-            ));
+            return Err(ApiError::invalid_field("template: only the compose profile takes a template"));
         }
         (_, None) => validate_url(&webhook.url, allow_private)?,
     }
     let options = &webhook.options;
     if webhook.profile != Profile::ViberBot && (options.send_name || options.send_photo) {
-        return Err(ApiError::invalid_field(
-            "send_name, send_photo: only the viber-bot profile takes these",
-        ));
+        return Err(ApiError::invalid_field("send_name, send_photo: only the viber-bot profile takes these"));
     }
     Ok(warnings)
 }
@@ -273,15 +248,12 @@ pub async fn create(
     validate_description(&body.description)?;
     validate_event_types(&body.event_types)?;
     let headers = validate_headers(&body.headers)?;
-    let profile = Profile::parse(body.profile.as_deref().unwrap_or("standard"))
-        .map_err(ApiError::invalid_field)?;
+    let profile = Profile::parse(body.profile.as_deref().unwrap_or("standard")).map_err(ApiError::invalid_field)?;
     validate_retry(&body.retry)?;
     validate_timeout(body.timeout_ms)?;
     let secret = match body.secret {
         Some(secret) => {
-            profile
-                .validate_secret(&secret)
-                .map_err(ApiError::invalid_field)?;
+            profile.validate_secret(&secret).map_err(ApiError::invalid_field)?;
             secret
         }
         None => profile.initial_secret(),
@@ -330,9 +302,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let webhook = load(&state, &account_id, &id).await?;
-    Ok(Json(
-        serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise"),
-    ))
+    Ok(Json(serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise")))
 }
 
 pub async fn update(
@@ -389,9 +359,7 @@ pub async fn update(
     }
     webhook.updated_at = state.clock.now();
     state.store.update_webhook(webhook.clone()).await?;
-    Ok(Json(
-        serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise"),
-    ))
+    Ok(Json(serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise")))
 }
 
 pub async fn delete(
@@ -399,10 +367,7 @@ pub async fn delete(
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .store
-        .delete_webhook(&account_id, &id, state.clock.now())
-        .await?;
+    state.store.delete_webhook(&account_id, &id, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -414,9 +379,7 @@ pub async fn secret(
     let webhook = load(&state, &account_id, &id).await?;
     let now = state.clock.now();
     let previous = webhook.previous_secret.filter(|p| p.expires_at > now);
-    Ok(Json(
-        json!({ "secret": webhook.secret, "previous_secret": previous }),
-    ))
+    Ok(Json(json!({ "secret": webhook.secret, "previous_secret": previous })))
 }
 
 #[derive(Deserialize, Default)]
@@ -435,14 +398,9 @@ pub async fn rotate_secret(
     OptionalJson(body): OptionalJson<RotateSecret>,
 ) -> Result<Json<Value>, ApiError> {
     let mut webhook = load(&state, &account_id, &id).await?;
-    let grace = body
-        .grace_seconds
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_ROTATION_GRACE);
+    let grace = body.grace_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_ROTATION_GRACE);
     if grace > Duration::from_secs(7 * 24 * 3600) {
-        return Err(ApiError::invalid_field(
-            "grace_seconds: at most 604800 (7 days)",
-        ));
+        return Err(ApiError::invalid_field("grace_seconds: at most 604800 (7 days)"));
     }
     let new_secret = match body.secret {
         Some(secret) => secret,
@@ -450,23 +408,15 @@ pub async fn rotate_secret(
         // The seed systems' secrets are plain strings.
         None => signing::generate_token(),
     };
-    webhook
-        .profile
-        .validate_secret(&new_secret)
-        .map_err(ApiError::invalid_field)?;
+    webhook.profile.validate_secret(&new_secret).map_err(ApiError::invalid_field)?;
     let now = state.clock.now();
     // Grace is real time, not scaled: it is about receivers redeploying.
     let expires_at = Timestamp(now.0.saturating_add(grace.as_millis() as i64));
     let old = std::mem::replace(&mut webhook.secret, new_secret);
-    webhook.previous_secret = Some(RetiringSecret {
-        secret: old,
-        expires_at,
-    });
+    webhook.previous_secret = Some(RetiringSecret { secret: old, expires_at });
     webhook.updated_at = now;
     state.store.update_webhook(webhook.clone()).await?;
-    Ok(Json(
-        json!({ "secret": webhook.secret, "previous_secret": webhook.previous_secret }),
-    ))
+    Ok(Json(json!({ "secret": webhook.secret, "previous_secret": webhook.previous_secret })))
 }
 
 pub async fn send_test(
@@ -476,10 +426,7 @@ pub async fn send_test(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let webhook = load(&state, &account_id, &id).await?;
     if !webhook.enabled {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            "webhook is disabled: enable it to send a test event",
-        ));
+        return Err(ApiError::new(ErrorCode::Conflict, "webhook is disabled: enable it to send a test event"));
     }
     let payload = json!({ "message": "test event from herald", "webhook_id": webhook.id });
     let event = NewEvent {
@@ -489,13 +436,7 @@ pub async fn send_test(
         webhook_id: Some(webhook.id),
         timestamp: None,
     };
-    let outcome = state
-        .store
-        .ingest(&account_id, vec![event], state.clock.now())
-        .await?;
+    let outcome = state.store.ingest(&account_id, vec![event], state.clock.now()).await?;
     state.wake.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::to_value(&outcome[0]).expect("outcomes serialise")),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(&outcome[0]).expect("outcomes serialise"))))
 }

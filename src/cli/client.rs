@@ -94,17 +94,15 @@ struct Api {
 impl Api {
     fn new(args: &ClientArgs) -> anyhow::Result<Api> {
         crate::http_client::install_tls_provider();
-        let stored = sqlite_path(&args.database)
-            .map(|p| credentials::path_for_database(&p))
-            .map(|p| credentials::load(&p));
+        let stored =
+            sqlite_path(&args.database).map(|p| credentials::path_for_database(&p)).map(|p| credentials::load(&p));
         let (server, token) = match (args.server.clone(), args.token.clone(), stored) {
             (Some(server), Some(token), _) => (server, token),
-            (server, token, Some(Ok(stored))) => (
-                server.unwrap_or(stored.server),
-                token.unwrap_or(stored.token),
-            ),
+            (server, token, Some(Ok(stored))) => (server.unwrap_or(stored.server), token.unwrap_or(stored.token)),
             (_, _, Some(Err(err))) => {
-                return Err(err.context("no --server/--token given and no credentials file: is `herald serve` running here?"));
+                return Err(
+                    err.context("no --server/--token given and no credentials file: is `herald serve` running here?")
+                );
             }
             _ => bail!("give --server and --token (or HERALD_URL and HERALD_TOKEN)"),
         };
@@ -115,50 +113,30 @@ impl Api {
         })
     }
 
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server);
         let mut request = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
+            request = request.header("content-type", "application/json").body(body.to_string());
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("calling {url}"))?;
+        let response = request.send().await.with_context(|| format!("calling {url}"))?;
         let status = response.status();
         let text = response.text().await?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
-            bail!(
-                "{status}: {}",
-                value
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&value.to_string())
-            );
+            bail!("{status}: {}", value.get("message").and_then(Value::as_str).unwrap_or(&value.to_string()));
         }
         Ok(value)
     }
 }
 
 fn print(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let text = match args.payload.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(PathBuf::from(path))
-            .with_context(|| format!("reading {path}"))?,
+        Some(path) => std::fs::read_to_string(PathBuf::from(path)).with_context(|| format!("reading {path}"))?,
         None => args.payload.clone(),
     };
     let payload: Value = serde_json::from_str(&text).context("--payload is not JSON")?;
@@ -170,21 +148,13 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         event["webhook_id"] = Value::String(webhook_id);
     }
     let api = Api::new(&args.client)?;
-    print(
-        &api.call(reqwest::Method::POST, "/v1/events", Some(event))
-            .await?,
-    );
+    print(&api.call(reqwest::Method::POST, "/v1/events", Some(event)).await?);
     Ok(())
 }
 
 pub async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
     match command {
-        WebhooksCommand::Create {
-            url,
-            event_types,
-            description,
-            client,
-        } => {
+        WebhooksCommand::Create { url, event_types, description, client } => {
             let mut body = json!({ "url": url });
             if !event_types.is_empty() {
                 body["event_types"] = json!(event_types);
@@ -193,17 +163,10 @@ pub async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
                 body["description"] = Value::String(description);
             }
             let api = Api::new(&client)?;
-            print(
-                &api.call(reqwest::Method::POST, "/v1/webhooks", Some(body))
-                    .await?,
-            );
+            print(&api.call(reqwest::Method::POST, "/v1/webhooks", Some(body)).await?);
         }
         WebhooksCommand::List { client } => {
-            print(
-                &Api::new(&client)?
-                    .call(reqwest::Method::GET, "/v1/webhooks", None)
-                    .await?,
-            );
+            print(&Api::new(&client)?.call(reqwest::Method::GET, "/v1/webhooks", None).await?);
         }
     }
     Ok(())
@@ -211,32 +174,17 @@ pub async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
 
 pub async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
     match command {
-        DeliveriesCommand::List {
-            status,
-            webhook_id,
-            limit,
-            client,
-        } => {
+        DeliveriesCommand::List { status, webhook_id, limit, client } => {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(status.map(|s| ("status", s)));
             query.extend(webhook_id.map(|w| ("webhook_id", w)));
             let path = format!("/v1/deliveries?{}", serde_urlencoded::to_string(&query)?);
-            print(
-                &Api::new(&client)?
-                    .call(reqwest::Method::GET, &path, None)
-                    .await?,
-            );
+            print(&Api::new(&client)?.call(reqwest::Method::GET, &path, None).await?);
         }
         DeliveriesCommand::Show { id, client } => {
-            let path = format!(
-                "/v1/deliveries/{}",
-                url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
-            );
-            print(
-                &Api::new(&client)?
-                    .call(reqwest::Method::GET, &path, None)
-                    .await?,
-            );
+            let path =
+                format!("/v1/deliveries/{}", url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>());
+            print(&Api::new(&client)?.call(reqwest::Method::GET, &path, None).await?);
         }
     }
     Ok(())

@@ -27,11 +27,9 @@ pub struct ListenArgs {
 /// What the receiver says about a request's signature.
 pub fn signature_verdict(secret: Option<&str>, headers: &HeaderMap, body: &[u8]) -> String {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (Some(id), Some(timestamp), Some(signature)) = (
-        header("webhook-id"),
-        header("webhook-timestamp"),
-        header("webhook-signature"),
-    ) else {
+    let (Some(id), Some(timestamp), Some(signature)) =
+        (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"))
+    else {
         return "unsigned (no webhook-signature header)".to_owned();
     };
     let Some(secret) = secret else {
@@ -50,15 +48,13 @@ pub fn signature_verdict(secret: Option<&str>, headers: &HeaderMap, body: &[u8])
 pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let status = StatusCode::from_u16(args.status)?;
     let secret = args.secret.clone();
-    let app = axum::Router::new().fallback(
-        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let secret = secret.clone();
-            async move {
-                print_request(&method, &uri, &headers, &body, secret.as_deref());
-                status
-            }
-        },
-    );
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let secret = secret.clone();
+        async move {
+            print_request(&method, &uri, &headers, &body, secret.as_deref());
+            status
+        }
+    });
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{addr}/ — point a webhook here; Ctrl-C to stop");
@@ -70,34 +66,15 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_request(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-    secret: Option<&str>,
-) {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-    };
+fn print_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], secret: Option<&str>) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let pretty = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "── {method} {uri}  webhook-id: {}",
-        header("webhook-id")
-    );
-    let _ = writeln!(
-        out,
-        "   signature: {}",
-        signature_verdict(secret, headers, body)
-    );
+    let _ = writeln!(out, "── {method} {uri}  webhook-id: {}", header("webhook-id"));
+    let _ = writeln!(out, "   signature: {}", signature_verdict(secret, headers, body));
     for line in pretty.lines() {
         let _ = writeln!(out, "   {line}");
     }

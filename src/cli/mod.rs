@@ -18,11 +18,7 @@ pub use client::ClientArgs;
 pub use listen::ListenArgs;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "herald",
-    version,
-    about = "Self-hosted webhook delivery gateway"
-)]
+#[command(name = "herald", version, about = "Self-hosted webhook delivery gateway")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -49,11 +45,7 @@ pub fn init_tracing() {
     let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -71,18 +63,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock::new(config.time_scale));
     let app = Application::build(config.clone(), clock).await?;
     let addr = app.local_addr();
-    println!(
-        "herald {} listening on http://{addr}",
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("herald {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     if let Some(token) = &app.bootstrap.generated_operator_token {
         println!("operator token (shown once; it creates accounts): {token}");
     }
     if let Some((account, _)) = &app.bootstrap.default_account {
-        println!(
-            "created account {} (\"default\"); `herald send` and `herald webhooks` find its token",
-            account.id
-        );
+        println!("created account {} (\"default\"); `herald send` and `herald webhooks` find its token", account.id);
     }
     if config.allow_private_targets {
         println!("private targets allowed: webhooks may point at loopback and private addresses");

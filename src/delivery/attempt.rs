@@ -11,12 +11,7 @@ use crate::retry::{RetryPolicy, parse_retry_after};
 
 /// Sends `due` once and returns what the store should record.
 /// `jitter_sample` is uniform in [-1, 1].
-pub async fn perform(
-    outbound: &Outbound,
-    clock: &dyn Clock,
-    due: &DueDelivery,
-    jitter_sample: f64,
-) -> AttemptRecord {
+pub async fn perform(outbound: &Outbound, clock: &dyn Clock, due: &DueDelivery, jitter_sample: f64) -> AttemptRecord {
     let started_at = clock.now();
     let request = due.webhook.profile.render(due, started_at);
     let timeout = Duration::from_millis(due.webhook.effective_timeout_ms());
@@ -25,22 +20,14 @@ pub async fn perform(
     let result = outbound.send(request, timeout).await;
     let duration_ms = stopwatch.elapsed().as_millis() as u64;
     let finished_at = clock.now();
-    let next = next_step(
-        &due.webhook.effective_retry(),
-        due,
-        &result,
-        finished_at,
-        clock,
-        jitter_sample,
-    );
+    let next = next_step(&due.webhook.effective_retry(), due, &result, finished_at, clock, jitter_sample);
     let attempt = match result {
         Ok(response) => Attempt {
             started_at,
             duration_ms,
             status_code: Some(response.status),
             error_class: (!is_success(response.status)).then_some(ErrorClass::Status),
-            error_message: (!is_success(response.status))
-                .then(|| format!("receiver answered {}", response.status)),
+            error_message: (!is_success(response.status)).then(|| format!("receiver answered {}", response.status)),
             response_body: Some(response.body_excerpt),
         },
         Err(SendError { class, message }) => Attempt {
@@ -52,11 +39,7 @@ pub async fn perform(
             error_message: Some(message),
         },
     };
-    AttemptRecord {
-        delivery_id: due.delivery_id.clone(),
-        attempt,
-        next,
-    }
+    AttemptRecord { delivery_id: due.delivery_id.clone(), attempt, next }
 }
 
 pub fn is_success(status: u16) -> bool {
@@ -74,10 +57,7 @@ pub fn next_step(
 ) -> NextStep {
     let retry_after = match result {
         Ok(response) if is_success(response.status) => return NextStep::Success,
-        Ok(response) => response
-            .retry_after
-            .as_deref()
-            .and_then(|v| parse_retry_after(v, now.unix_seconds())),
+        Ok(response) => response.retry_after.as_deref().and_then(|v| parse_retry_after(v, now.unix_seconds())),
         Err(_) => None,
     };
     if due.final_attempt {

@@ -141,17 +141,10 @@ impl Engine {
         let room = self.queue_limit().saturating_sub(lanes.total_queued);
         if room > 0 {
             let limit = self.lane_limit();
-            let saturated = lanes
-                .by_webhook
-                .iter()
-                .filter(|(_, l)| l.queued >= limit)
-                .map(|(id, _)| id.clone());
+            let saturated = lanes.by_webhook.iter().filter(|(_, l)| l.queued >= limit).map(|(id, _)| id.clone());
             (room.min(CLAIM_BATCH), saturated.collect())
         } else {
-            (
-                self.config.per_webhook_concurrency.min(CLAIM_BATCH),
-                lanes.by_webhook.keys().cloned().collect(),
-            )
+            (self.config.per_webhook_concurrency.min(CLAIM_BATCH), lanes.by_webhook.keys().cloned().collect())
         }
     }
 
@@ -160,26 +153,17 @@ impl Engine {
         let (limit, excluded) = self.claim_plan();
         let now = self.clock.now();
         let lease_until = Timestamp(now.0.saturating_add(self.config.lease.as_millis() as i64));
-        let batch = self
-            .store
-            .claim_due(now, lease_until, limit, excluded.clone())
-            .await?;
+        let batch = self.store.claim_due(now, lease_until, limit, excluded.clone()).await?;
         let n = batch.len();
         for due in batch {
             // A lease that ran out while the attempt is still under way here
             // is claimed again; the attempt already running wins.
-            if !self
-                .in_flight_ids
-                .lock()
-                .unwrap()
-                .insert(due.delivery_id.clone())
-            {
+            if !self.in_flight_ids.lock().unwrap().insert(due.delivery_id.clone()) {
                 continue;
             }
             let lane = self.enter_lane(&due.webhook.id);
             let engine = self.clone();
-            self.tasks
-                .spawn(async move { engine.deliver(due, lane).await });
+            self.tasks.spawn(async move { engine.deliver(due, lane).await });
         }
         Ok(Dispatched { n, limit, excluded })
     }
@@ -187,13 +171,10 @@ impl Engine {
     fn enter_lane(&self, webhook_id: &str) -> Arc<Semaphore> {
         let mut lanes = self.lanes.lock().unwrap();
         lanes.total_queued += 1;
-        let lane = lanes
-            .by_webhook
-            .entry(webhook_id.to_owned())
-            .or_insert_with(|| Lane {
-                permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
-                queued: 0,
-            });
+        let lane = lanes.by_webhook.entry(webhook_id.to_owned()).or_insert_with(|| Lane {
+            permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
+            queued: 0,
+        });
         lane.queued += 1;
         lane.permits.clone()
     }
@@ -224,11 +205,7 @@ impl Engine {
         {
             let sample = rand::rng().random_range(-1.0..=1.0);
             let record = perform(&self.outbound, &*self.clock, &due, sample).await;
-            match self
-                .store
-                .record_attempt(record.clone(), self.clock.now())
-                .await
-            {
+            match self.store.record_attempt(record.clone(), self.clock.now()).await {
                 Ok(()) => {
                     if matches!(record.next, NextStep::RetryAt(_)) {
                         // The dispatcher may be asleep until a later time
@@ -273,13 +250,8 @@ impl Engine {
             }
         }
         self.tasks.close();
-        if tokio::time::timeout(self.config.shutdown_grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "shutdown: attempts still in flight were abandoned; they run again at the next start"
-            );
+        if tokio::time::timeout(self.config.shutdown_grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!("shutdown: attempts still in flight were abandoned; they run again at the next start");
         }
     }
 

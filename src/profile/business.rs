@@ -5,8 +5,8 @@
 //! webhook's secret or, when none is set, its id.
 
 use super::{
-    OutgoingRequest, ProfileSpec, SecretKind, hmac_key, json_string, push_default_user_agent,
-    push_header, push_json_body,
+    OutgoingRequest, ProfileSpec, SecretKind, hmac_key, json_string, push_default_user_agent, push_header,
+    push_json_body,
 };
 use crate::model::DueDelivery;
 use crate::signing;
@@ -26,22 +26,14 @@ pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
         due.payload.clone()
     } else {
         // The payload's own text, so the receiver gets it byte for byte.
-        format!(
-            r#"{{"event":{},"payload":{}}}"#,
-            json_string(&due.event_type),
-            due.payload
-        )
+        format!(r#"{{"event":{},"payload":{}}}"#, json_string(&due.event_type), due.payload)
     };
     sign_and_attach(due, request, body);
 }
 
 /// Attaches a JSON body and its `Signature` header (shared with `compose`).
 pub(super) fn sign_and_attach(due: &DueDelivery, request: &mut OutgoingRequest, body: String) {
-    push_header(
-        request,
-        "signature",
-        signing::hex_hmac(hmac_key(&due.webhook), body.as_bytes()),
-    );
+    push_header(request, "signature", signing::hex_hmac(hmac_key(&due.webhook), body.as_bytes()));
     push_default_user_agent(request, super::USER_AGENT);
     push_json_body(request, body);
 }

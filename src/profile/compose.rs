@@ -50,11 +50,7 @@ pub struct ComposeSpec {
     pub headers: BTreeMap<String, String>,
     /// The body template: JSON text with placeholders (given as a string,
     /// or as plain JSON when it needs no placeholder outside strings).
-    #[serde(
-        default,
-        deserialize_with = "body_text",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "body_text", skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     #[serde(default)]
     pub body_format: BodyFormat,
@@ -94,29 +90,19 @@ pub fn check_compose(url_template: &str, spec: &ComposeSpec) -> Result<Vec<Strin
         let header = HeaderName::try_from(name.as_str())
             .map_err(|_| format!("template.headers.{name}: not a valid header name"))?;
         if RESERVED_HEADERS.contains(&header.as_str()) {
-            return Err(format!(
-                "template.headers.{name}: set by herald itself and cannot be overridden"
-            ));
+            return Err(format!("template.headers.{name}: set by herald itself and cannot be overridden"));
         }
-        parts.push((
-            format!("template.headers.{name}"),
-            parse_part(&format!("template.headers.{name}"), value, false)?,
-        ));
+        parts
+            .push((format!("template.headers.{name}"), parse_part(&format!("template.headers.{name}"), value, false)?));
     }
     let mut warnings = Vec::new();
     if let Some(body) = &spec.body {
         let parsed = parse_part("template.body", body, true)?;
         // Every placeholder filled with nothing must still give valid JSON.
         let empty = json!({});
-        let context = Context {
-            id: Value::Null,
-            event: Value::Null,
-            timestamp: Value::Null,
-            payload: &empty,
-        };
-        let sample: Value = serde_json::from_str(&parsed.render_json(&context)).map_err(|e| {
-            format!("template.body: not valid JSON once placeholders are filled: {e}")
-        })?;
+        let context = Context { id: Value::Null, event: Value::Null, timestamp: Value::Null, payload: &empty };
+        let sample: Value = serde_json::from_str(&parsed.render_json(&context))
+            .map_err(|e| format!("template.body: not valid JSON once placeholders are filled: {e}"))?;
         if spec.body_format == BodyFormat::Form && !sample.is_object() {
             return Err("template.body: form data needs a JSON object of fields".to_owned());
         }
@@ -153,13 +139,10 @@ pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
         request.url = url.render_url(&context);
     }
     for (name, value) in &spec.headers {
-        let rendered = template::parse(value, false)
-            .map(|t| t.render_header(&context))
-            .unwrap_or_default();
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::try_from(name.as_str()),
-            HeaderValue::from_bytes(rendered.as_bytes()),
-        ) {
+        let rendered = template::parse(value, false).map(|t| t.render_header(&context)).unwrap_or_default();
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::try_from(name.as_str()), HeaderValue::from_bytes(rendered.as_bytes()))
+        {
             request.headers.push((name, value));
         }
     }
@@ -169,16 +152,13 @@ pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
         ComposeMethod::PUT => Method::PUT,
     };
     let body = match (&spec.body, spec.method) {
-        (Some(body), ComposeMethod::POST | ComposeMethod::PUT) => template::parse(body, true)
-            .map(|t| t.render_json(&context))
-            .unwrap_or_default(),
+        (Some(body), ComposeMethod::POST | ComposeMethod::PUT) => {
+            template::parse(body, true).map(|t| t.render_json(&context)).unwrap_or_default()
+        }
         _ => String::new(),
     };
     if spec.body_format == BodyFormat::Form && !body.is_empty() {
-        let fields = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default();
+        let fields = serde_json::from_str::<Value>(&body).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default();
         let form = template::form_encode(&fields);
         business::sign_and_attach(due, request, form);
         for (name, value) in request.headers.iter_mut() {
@@ -188,9 +168,7 @@ pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
         }
     } else if body.is_empty() {
         business::sign_and_attach(due, request, String::new());
-        request
-            .headers
-            .retain(|(name, _)| name != http::header::CONTENT_TYPE);
+        request.headers.retain(|(name, _)| name != http::header::CONTENT_TYPE);
     } else {
         business::sign_and_attach(due, request, body);
     }

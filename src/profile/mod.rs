@@ -67,14 +67,8 @@ pub enum SecretKind {
     Unsigned,
 }
 
-pub const PROFILES: &[Profile] = &[
-    Profile::Standard,
-    Profile::Business,
-    Profile::Compose,
-    Profile::ViberBot,
-    Profile::Routee,
-    Profile::Wwebjs,
-];
+pub const PROFILES: &[Profile] =
+    &[Profile::Standard, Profile::Business, Profile::Compose, Profile::ViberBot, Profile::Routee, Profile::Wwebjs];
 
 impl Profile {
     pub fn spec(self) -> &'static ProfileSpec {
@@ -89,17 +83,10 @@ impl Profile {
     }
 
     pub fn parse(name: &str) -> Result<Profile, String> {
-        PROFILES
-            .iter()
-            .copied()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = PROFILES.iter().map(|p| p.name()).collect();
-                format!(
-                    "profile: unknown profile `{name}` (available: {})",
-                    names.join(", ")
-                )
-            })
+        PROFILES.iter().copied().find(|p| p.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = PROFILES.iter().map(|p| p.name()).collect();
+            format!("profile: unknown profile `{name}` (available: {})", names.join(", "))
+        })
     }
 
     pub fn name(self) -> &'static str {
@@ -118,14 +105,8 @@ impl Profile {
     pub fn validate_secret(self, secret: &str) -> Result<(), String> {
         match self.spec().secret {
             SecretKind::Standard => signing::validate_secret(secret),
-            SecretKind::Unsigned => Err(format!(
-                "secret: the `{}` profile sends unsigned requests",
-                self.name()
-            )),
-            _ if secret.is_empty()
-                || secret.len() > 256
-                || !secret.bytes().all(|b| b.is_ascii_graphic()) =>
-            {
+            SecretKind::Unsigned => Err(format!("secret: the `{}` profile sends unsigned requests", self.name())),
+            _ if secret.is_empty() || secret.len() > 256 || !secret.bytes().all(|b| b.is_ascii_graphic()) => {
                 Err("secret: must be 1 to 256 visible ASCII characters".to_owned())
             }
             _ => Ok(()),
@@ -155,10 +136,8 @@ impl Profile {
         for (name, value) in &due.webhook.headers {
             // Validated when saved; a header that no longer parses is skipped
             // rather than failing every attempt.
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::try_from(name.as_str()),
-                HeaderValue::try_from(value.as_str()),
-            ) {
+            if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))
+            {
                 request.headers.push((name, value));
             }
         }
@@ -192,11 +171,7 @@ pub struct ProfileOptions {
 /// The key of the seed systems' hex HMAC signatures: the webhook's secret
 /// where one is set, else its id (seeds 000/001: "webhook id as secret").
 fn hmac_key(webhook: &Webhook) -> &[u8] {
-    if webhook.secret.is_empty() {
-        webhook.id.as_bytes()
-    } else {
-        webhook.secret.as_bytes()
-    }
+    if webhook.secret.is_empty() { webhook.id.as_bytes() } else { webhook.secret.as_bytes() }
 }
 
 fn push_header(request: &mut OutgoingRequest, name: &'static str, value: String) {
@@ -206,22 +181,13 @@ fn push_header(request: &mut OutgoingRequest, name: &'static str, value: String)
 }
 
 fn push_default_user_agent(request: &mut OutgoingRequest, agent: &'static str) {
-    if !request
-        .headers
-        .iter()
-        .any(|(n, _)| n == http::header::USER_AGENT)
-    {
-        request
-            .headers
-            .push((http::header::USER_AGENT, HeaderValue::from_static(agent)));
+    if !request.headers.iter().any(|(n, _)| n == http::header::USER_AGENT) {
+        request.headers.push((http::header::USER_AGENT, HeaderValue::from_static(agent)));
     }
 }
 
 fn push_json_body(request: &mut OutgoingRequest, body: String) {
-    request.headers.push((
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    ));
+    request.headers.push((http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
     request.body = body.into();
 }
 
@@ -262,10 +228,7 @@ pub struct OutgoingRequest {
 
 impl OutgoingRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .and_then(|(_, v)| v.to_str().ok())
+        self.headers.iter().find(|(n, _)| n.as_str() == name).and_then(|(_, v)| v.to_str().ok())
     }
 }
 

@@ -5,12 +5,8 @@
 use super::{OutgoingRequest, ProfileSpec, SecretKind, push_default_user_agent, push_json_body};
 use crate::model::DueDelivery;
 
-pub(super) const SPEC: ProfileSpec = ProfileSpec {
-    name: "routee",
-    retry_preset: "routee",
-    timeout_ms: 2_000,
-    secret: SecretKind::Unsigned,
-};
+pub(super) const SPEC: ProfileSpec =
+    ProfileSpec { name: "routee", retry_preset: "routee", timeout_ms: 2_000, secret: SecretKind::Unsigned };
 
 pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
     push_default_user_agent(request, super::USER_AGENT);

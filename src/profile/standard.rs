@@ -14,12 +14,8 @@ static WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 static WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 static WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
-pub(super) const SPEC: ProfileSpec = ProfileSpec {
-    name: "standard",
-    retry_preset: "standard",
-    timeout_ms: 15_000,
-    secret: SecretKind::Standard,
-};
+pub(super) const SPEC: ProfileSpec =
+    ProfileSpec { name: "standard", retry_preset: "standard", timeout_ms: 15_000, secret: SecretKind::Standard };
 
 pub(super) fn render(due: &DueDelivery, now: Timestamp, request: &mut OutgoingRequest) {
     // The payload is stored as the caller sent it, so the envelope is built
@@ -101,52 +97,21 @@ mod tests {
         );
         assert_eq!(request.header("content-type"), Some("application/json"));
         assert_eq!(request.header("authorization"), Some("Bearer abc"));
-        assert_eq!(
-            request.header("webhook-id"),
-            Some("msg_p5jXN8AQM9LWM0D4loKWxJek")
-        );
+        assert_eq!(request.header("webhook-id"), Some("msg_p5jXN8AQM9LWM0D4loKWxJek"));
         assert_eq!(request.header("webhook-timestamp"), Some("1614265330"));
         let sig = request.header("webhook-signature").unwrap();
-        assert!(signing::verify_standard(
-            secret,
-            "msg_p5jXN8AQM9LWM0D4loKWxJek",
-            1_614_265_330,
-            body.as_bytes(),
-            sig
-        ));
-        assert!(
-            request
-                .header("user-agent")
-                .unwrap()
-                .starts_with("Herald-Webhooks/")
-        );
+        assert!(signing::verify_standard(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body.as_bytes(), sig));
+        assert!(request.header("user-agent").unwrap().starts_with("Herald-Webhooks/"));
     }
 
     #[test]
     fn a_retiring_secret_signs_until_it_expires() {
         let old = signing::generate_secret();
-        let previous = Some(RetiringSecret {
-            secret: old.clone(),
-            expires_at: Timestamp(2_000),
-        });
+        let previous = Some(RetiringSecret { secret: old.clone(), expires_at: Timestamp(2_000) });
         let d = due(&signing::generate_secret(), previous);
         let during = Profile::Standard.render(&d, Timestamp(1_000));
-        assert_eq!(
-            during
-                .header("webhook-signature")
-                .unwrap()
-                .split(' ')
-                .count(),
-            2
-        );
+        assert_eq!(during.header("webhook-signature").unwrap().split(' ').count(), 2);
         let after = Profile::Standard.render(&d, Timestamp(2_000));
-        assert_eq!(
-            after
-                .header("webhook-signature")
-                .unwrap()
-                .split(' ')
-                .count(),
-            1
-        );
+        assert_eq!(after.header("webhook-signature").unwrap().split(' ').count(), 1);
     }
 }

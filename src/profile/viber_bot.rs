@@ -7,31 +7,19 @@
 use serde_json::{Map, Value};
 
 use super::{
-    OutgoingRequest, ProfileSpec, SecretKind, payload_value, push_default_user_agent, push_header,
-    push_json_body,
+    OutgoingRequest, ProfileSpec, SecretKind, payload_value, push_default_user_agent, push_header, push_json_body,
 };
 use crate::model::DueDelivery;
 use crate::signing;
 
-pub(super) const SPEC: ProfileSpec = ProfileSpec {
-    name: "viber-bot",
-    retry_preset: "viber-bot",
-    timeout_ms: 10_000,
-    secret: SecretKind::Token,
-};
+pub(super) const SPEC: ProfileSpec =
+    ProfileSpec { name: "viber-bot", retry_preset: "viber-bot", timeout_ms: 10_000, secret: SecretKind::Token };
 
 /// Callbacks a bot always gets, whatever its filter.
 pub const VIBER_MANDATORY_EVENTS: &[&str] = &["message", "subscribed", "unsubscribed"];
 /// Every callback a bot can ask for in `event_types`.
-pub const VIBER_EVENT_TYPES: &[&str] = &[
-    "delivered",
-    "seen",
-    "failed",
-    "subscribed",
-    "unsubscribed",
-    "conversation_started",
-    "message",
-];
+pub const VIBER_EVENT_TYPES: &[&str] =
+    &["delivered", "seen", "failed", "subscribed", "unsubscribed", "conversation_started", "message"];
 
 /// The `event_types` a `set_webhook` reply lists: what was asked for, in
 /// order, with the filterable mandatory events added; every filterable
@@ -92,21 +80,11 @@ mod tests {
 
     #[test]
     fn the_reply_lists_what_was_asked_plus_the_filterable_mandatory_events() {
-        let asked: Vec<String> = [
-            "delivered",
-            "seen",
-            "failed",
-            "subscribed",
-            "unsubscribed",
-            "conversation_started",
-        ]
-        .map(String::from)
-        .to_vec();
+        let asked: Vec<String> = ["delivered", "seen", "failed", "subscribed", "unsubscribed", "conversation_started"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(viber_event_types_reply(Some(&asked)), asked);
-        assert_eq!(
-            viber_event_types_reply(Some(&[])),
-            ["subscribed", "unsubscribed"]
-        );
+        assert_eq!(viber_event_types_reply(Some(&[])), ["subscribed", "unsubscribed"]);
         assert_eq!(
             viber_event_types_reply(Some(&["seen".into(), "message".into()])),
             ["seen", "subscribed", "unsubscribed"]

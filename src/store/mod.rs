@@ -8,8 +8,8 @@ mod sqlite_pool;
 use async_trait::async_trait;
 
 use crate::model::{
-    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DueDelivery, Event, IngestOutcome,
-    NewEvent, Principal, Timestamp, Webhook,
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DueDelivery, Event, IngestOutcome, NewEvent, Principal,
+    Timestamp, Webhook,
 };
 
 pub use sqlite::SqliteStore;
@@ -43,21 +43,12 @@ pub struct Bootstrap {
 pub trait Store: Send + Sync + 'static {
     /// Installs the operator token (given, or generated when none exists)
     /// and creates a default account on an empty database.
-    async fn bootstrap(
-        &self,
-        operator_token: Option<String>,
-        now: Timestamp,
-    ) -> StoreResult<Bootstrap>;
+    async fn bootstrap(&self, operator_token: Option<String>, now: Timestamp) -> StoreResult<Bootstrap>;
 
     /// Who a token (by its hash) belongs to.
     async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<Principal>>;
 
-    async fn create_account(
-        &self,
-        name: &str,
-        token_hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<Account>;
+    async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account>;
 
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<()>;
     async fn list_webhooks(&self, account_id: &str) -> StoreResult<Vec<Webhook>>;
@@ -69,12 +60,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores events and their deliveries in one durable commit. A known
     /// caller id returns the original event and creates nothing.
-    async fn ingest(
-        &self,
-        account_id: &str,
-        events: Vec<NewEvent>,
-        now: Timestamp,
-    ) -> StoreResult<Vec<IngestOutcome>>;
+    async fn ingest(&self, account_id: &str, events: Vec<NewEvent>, now: Timestamp) -> StoreResult<Vec<IngestOutcome>>;
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<Event>>;
 
     /// Claims up to `limit` deliveries due at `now` whose webhook is not in
@@ -94,41 +80,21 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every leased delivery due at `now` (a single node's restart).
     async fn release_leases(&self, now: Timestamp) -> StoreResult<u64>;
 
-    async fn list_deliveries(
-        &self,
-        account_id: &str,
-        filter: DeliveryFilter,
-    ) -> StoreResult<Vec<Delivery>>;
-    async fn get_delivery(
-        &self,
-        account_id: &str,
-        id: &str,
-    ) -> StoreResult<Option<(Delivery, Vec<Attempt>)>>;
+    async fn list_deliveries(&self, account_id: &str, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>>;
+    async fn get_delivery(&self, account_id: &str, id: &str) -> StoreResult<Option<(Delivery, Vec<Attempt>)>>;
     /// Schedules a finished delivery for one more attempt at `now`.
-    async fn retry_delivery(
-        &self,
-        account_id: &str,
-        id: &str,
-        now: Timestamp,
-    ) -> StoreResult<Delivery>;
+    async fn retry_delivery(&self, account_id: &str, id: &str, now: Timestamp) -> StoreResult<Delivery>;
 }
 
 /// Opens the store a `--database` URL names.
 pub fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        return Ok(std::sync::Arc::new(SqliteStore::open(
-            std::path::Path::new(path),
-        )?));
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        return Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(path))?));
     }
     anyhow::bail!("unsupported database url `{url}`: expected sqlite://PATH")
 }
 
 /// The file a `--database` URL names, for files kept beside it.
 pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
-    url.strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .map(std::path::PathBuf::from)
+    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).map(std::path::PathBuf::from)
 }

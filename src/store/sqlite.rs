@@ -10,9 +10,8 @@ use super::sqlite_pool::{Pool, internal};
 use super::{Bootstrap, Store, StoreError, StoreResult};
 use crate::filter;
 use crate::model::{
-    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery,
-    ErrorClass, Event, IngestOutcome, NewEvent, NextStep, Principal, RetiringSecret, Timestamp,
-    Webhook, new_id,
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, ErrorClass, Event,
+    IngestOutcome, NewEvent, NextStep, Principal, RetiringSecret, Timestamp, Webhook, new_id,
 };
 use crate::profile::Profile;
 use crate::signing;
@@ -100,10 +99,7 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     let tx = conn.transaction()?;
     let applied: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if applied > MIGRATIONS.len() {
-        anyhow::bail!(
-            "database schema version {applied} is newer than this herald ({})",
-            MIGRATIONS.len()
-        );
+        anyhow::bail!("database schema version {applied} is newer than this herald ({})", MIGRATIONS.len());
     }
     for migration in &MIGRATIONS[applied..] {
         tx.execute_batch(migration)?;
@@ -119,24 +115,18 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
-        Ok(SqliteStore {
-            pool: Pool::open(path, migrate)?,
-        })
+        Ok(SqliteStore { pool: Pool::open(path, migrate)? })
     }
 }
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.description, w.event_types, w.enabled, w.headers, \
      w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at, w.options";
 
-fn json_column<T: serde::de::DeserializeOwned>(
-    row: &Row,
-    idx: usize,
-) -> rusqlite::Result<Option<T>> {
+fn json_column<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(idx)?;
     text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-        })
+        serde_json::from_str(&t)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
     })
     .transpose()
 }
@@ -160,10 +150,7 @@ fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook> {
         secret: row.get(at + 10)?,
         previous_secret: previous_secret
             .zip(previous_expires_at)
-            .map(|(secret, expires_at)| RetiringSecret {
-                secret,
-                expires_at: Timestamp(expires_at),
-            }),
+            .map(|(secret, expires_at)| RetiringSecret { secret, expires_at: Timestamp(expires_at) }),
         created_at: Timestamp(row.get(at + 13)?),
         updated_at: Timestamp(row.get(at + 14)?),
         options: json_column(row, at + 15)?.unwrap_or_default(),
@@ -192,11 +179,7 @@ fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
         status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
         n_attempts: row.get(5)?,
         // While leased, the column holds the lease's end, not a schedule.
-        next_attempt_at: if leased {
-            None
-        } else {
-            row.get::<_, Option<i64>>(6)?.map(Timestamp)
-        },
+        next_attempt_at: if leased { None } else { row.get::<_, Option<i64>>(6)?.map(Timestamp) },
         last_status_code: row.get(7)?,
         last_error: row.get(8)?,
         created_at: Timestamp(row.get(9)?),
@@ -204,49 +187,31 @@ fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
     })
 }
 
-fn insert_token(
-    conn: &Connection,
-    hash: &str,
-    account_id: Option<&str>,
-    now: Timestamp,
-) -> rusqlite::Result<()> {
+fn insert_token(conn: &Connection, hash: &str, account_id: Option<&str>, now: Timestamp) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT INTO tokens (hash, account_id, created_at) VALUES (?1, ?2, ?3)")?
         .execute(params![hash, account_id, now.0])?;
     Ok(())
 }
 
-fn insert_account(
-    conn: &Connection,
-    name: &str,
-    token_hash: &str,
-    now: Timestamp,
-) -> rusqlite::Result<Account> {
-    let account = Account {
-        id: new_id("acc"),
-        name: name.to_owned(),
-        created_at: now,
-    };
-    conn.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![account.id, account.name, now.0])?;
+fn insert_account(conn: &Connection, name: &str, token_hash: &str, now: Timestamp) -> rusqlite::Result<Account> {
+    let account = Account { id: new_id("acc"), name: name.to_owned(), created_at: now };
+    conn.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)")?.execute(params![
+        account.id,
+        account.name,
+        now.0
+    ])?;
     insert_token(conn, token_hash, Some(&account.id), now)?;
     Ok(account)
 }
 
 fn load_webhooks(conn: &Connection, account_id: &str) -> rusqlite::Result<Vec<Webhook>> {
-    let sql = format!(
-        "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.account_id = ?1 AND w.deleted = 0 ORDER BY w.id"
-    );
+    let sql =
+        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.account_id = ?1 AND w.deleted = 0 ORDER BY w.id");
     let mut stmt = conn.prepare_cached(&sql)?;
-    stmt.query_map([account_id], |row| webhook_from_row(row, 0))?
-        .collect()
+    stmt.query_map([account_id], |row| webhook_from_row(row, 0))?.collect()
 }
 
-fn finish_without_attempt(
-    conn: &Connection,
-    delivery_id: &str,
-    reason: &str,
-    now: Timestamp,
-) -> rusqlite::Result<()> {
+fn finish_without_attempt(conn: &Connection, delivery_id: &str, reason: &str, now: Timestamp) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, leased = 0, last_status_code = NULL, \
          last_error = ?2, updated_at = ?3 WHERE id = ?1",
@@ -257,11 +222,7 @@ fn finish_without_attempt(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn bootstrap(
-        &self,
-        operator_token: Option<String>,
-        now: Timestamp,
-    ) -> StoreResult<Bootstrap> {
+    async fn bootstrap(&self, operator_token: Option<String>, now: Timestamp) -> StoreResult<Bootstrap> {
         self.pool
             .write(move |conn| {
                 let mut outcome = Bootstrap::default();
@@ -272,11 +233,8 @@ impl Store for SqliteStore {
                         insert_token(conn, &signing::token_hash(&token), None, now)?;
                     }
                     None => {
-                        let n: i64 = conn.query_row(
-                            "SELECT COUNT(*) FROM tokens WHERE account_id IS NULL",
-                            [],
-                            |r| r.get(0),
-                        )?;
+                        let n: i64 =
+                            conn.query_row("SELECT COUNT(*) FROM tokens WHERE account_id IS NULL", [], |r| r.get(0))?;
                         if n == 0 {
                             let token = signing::generate_token();
                             insert_token(conn, &signing::token_hash(&token), None, now)?;
@@ -284,12 +242,10 @@ impl Store for SqliteStore {
                         }
                     }
                 }
-                let n_accounts: i64 =
-                    conn.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))?;
+                let n_accounts: i64 = conn.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))?;
                 if n_accounts == 0 {
                     let token = signing::generate_token();
-                    let account =
-                        insert_account(conn, "default", &signing::token_hash(&token), now)?;
+                    let account = insert_account(conn, "default", &signing::token_hash(&token), now)?;
                     outcome.default_account = Some((account, token));
                 }
                 Ok(outcome)
@@ -313,16 +269,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create_account(
-        &self,
-        name: &str,
-        token_hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<Account> {
+    async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account> {
         let (name, hash) = (name.to_owned(), token_hash.to_owned());
-        self.pool
-            .write(move |conn| Ok(insert_account(conn, &name, &hash, now)?))
-            .await
+        self.pool.write(move |conn| Ok(insert_account(conn, &name, &hash, now)?)).await
     }
 
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<()> {
@@ -359,9 +308,7 @@ impl Store for SqliteStore {
 
     async fn list_webhooks(&self, account_id: &str) -> StoreResult<Vec<Webhook>> {
         let account_id = account_id.to_owned();
-        self.pool
-            .read(move |conn| Ok(load_webhooks(conn, &account_id)?))
-            .await
+        self.pool.read(move |conn| Ok(load_webhooks(conn, &account_id)?)).await
     }
 
     async fn get_webhook(&self, account_id: &str, id: &str) -> StoreResult<Option<Webhook>> {
@@ -422,16 +369,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn ingest(
-        &self,
-        account_id: &str,
-        events: Vec<NewEvent>,
-        now: Timestamp,
-    ) -> StoreResult<Vec<IngestOutcome>> {
+    async fn ingest(&self, account_id: &str, events: Vec<NewEvent>, now: Timestamp) -> StoreResult<Vec<IngestOutcome>> {
         let account_id = account_id.to_owned();
-        self.pool
-            .write(move |conn| ingest_in(conn, &account_id, events, now))
-            .await
+        self.pool.write(move |conn| ingest_in(conn, &account_id, events, now)).await
     }
 
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<Event>> {
@@ -445,23 +385,14 @@ impl Store for SqliteStore {
                     )?
                     .query_row([account_id, id], |row| {
                         let payload: String = row.get(2)?;
-                        Ok((
-                            row.get(0)?,
-                            row.get(1)?,
-                            payload,
-                            row.get(3)?,
-                            row.get(4)?,
-                            row.get(5)?,
-                        ))
+                        Ok((row.get(0)?, row.get(1)?, payload, row.get(3)?, row.get(4)?, row.get(5)?))
                     })
                     .optional()?;
-                let Some((id, event_type, payload, webhook_id, timestamp, created_at)) = found
-                else {
+                let Some((id, event_type, payload, webhook_id, timestamp, created_at)) = found else {
                     return Ok(None);
                 };
-                let payload = serde_json::value::RawValue::from_string(payload).map_err(|e| {
-                    StoreError::Internal(anyhow::anyhow!("stored payload is not json: {e}"))
-                })?;
+                let payload = serde_json::value::RawValue::from_string(payload)
+                    .map_err(|e| StoreError::Internal(anyhow::anyhow!("stored payload is not json: {e}")))?;
                 Ok(Some(Event {
                     id,
                     event_type,
@@ -576,7 +507,14 @@ impl Store for SqliteStore {
                      next_attempt_at = ?3, leased = 0, last_status_code = ?4, last_error = ?5, updated_at = ?6 \
                      WHERE id = ?1",
                 )?
-                .execute(params![record.delivery_id, status.as_str(), next_at, a.status_code, last_error, now.0])?;
+                .execute(params![
+                    record.delivery_id,
+                    status.as_str(),
+                    next_at,
+                    a.status_code,
+                    last_error,
+                    now.0
+                ])?;
                 Ok(())
             })
             .await
@@ -585,24 +523,17 @@ impl Store for SqliteStore {
     async fn release_leases(&self, now: Timestamp) -> StoreResult<u64> {
         self.pool
             .write(move |conn| {
-                Ok(conn.execute(
-                    "UPDATE deliveries SET next_attempt_at = ?1, leased = 0 WHERE leased = 1",
-                    [now.0],
-                )? as u64)
+                Ok(conn.execute("UPDATE deliveries SET next_attempt_at = ?1, leased = 0 WHERE leased = 1", [now.0])?
+                    as u64)
             })
             .await
     }
 
-    async fn list_deliveries(
-        &self,
-        account_id: &str,
-        filter: DeliveryFilter,
-    ) -> StoreResult<Vec<Delivery>> {
+    async fn list_deliveries(&self, account_id: &str, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>> {
         let account_id = account_id.to_owned();
         self.pool
             .read(move |conn| {
-                let mut sql =
-                    format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE account_id = ?");
+                let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE account_id = ?");
                 let mut args: Vec<rusqlite::types::Value> = vec![account_id.into()];
                 let mut condition = |clause: &str, value: rusqlite::types::Value| {
                     sql.push_str(clause);
@@ -635,16 +566,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn get_delivery(
-        &self,
-        account_id: &str,
-        id: &str,
-    ) -> StoreResult<Option<(Delivery, Vec<Attempt>)>> {
+    async fn get_delivery(&self, account_id: &str, id: &str) -> StoreResult<Option<(Delivery, Vec<Attempt>)>> {
         let (account_id, id) = (account_id.to_owned(), id.to_owned());
         self.pool
             .read(move |conn| {
                 let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1 AND account_id = ?2");
-                let Some(delivery) = conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row).optional()?
+                let Some(delivery) =
+                    conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row).optional()?
                 else {
                     return Ok(None);
                 };
@@ -670,17 +598,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn retry_delivery(
-        &self,
-        account_id: &str,
-        id: &str,
-        now: Timestamp,
-    ) -> StoreResult<Delivery> {
+    async fn retry_delivery(&self, account_id: &str, id: &str, now: Timestamp) -> StoreResult<Delivery> {
         let (account_id, id) = (account_id.to_owned(), id.to_owned());
         self.pool
             .write(move |conn| {
                 let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1 AND account_id = ?2");
-                let Some(delivery) = conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row).optional()?
+                let Some(delivery) =
+                    conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row).optional()?
                 else {
                     return Err(StoreError::NotFound("delivery".into()));
                 };
@@ -715,13 +639,10 @@ fn ingest_in(
         if let Some(target) = &event.webhook_id
             && !webhooks.iter().any(|w| &w.id == target)
         {
-            return Err(StoreError::NotFound(format!(
-                "webhook `{target}` (events[{i}].webhook_id)"
-            )));
+            return Err(StoreError::NotFound(format!("webhook `{target}` (events[{i}].webhook_id)")));
         }
     }
-    let mut find = conn
-        .prepare_cached("SELECT id, n_deliveries FROM events WHERE account_id = ?1 AND id = ?2")?;
+    let mut find = conn.prepare_cached("SELECT id, n_deliveries FROM events WHERE account_id = ?1 AND id = ?2")?;
     let mut insert_event = conn.prepare_cached(
         "INSERT INTO events (account_id, id, type, payload, webhook_id, timestamp, created_at, n_deliveries) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -733,28 +654,18 @@ fn ingest_in(
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
         if let Some(id) = &event.id {
-            let seen: Option<(String, u32)> = find
-                .query_row([account_id, id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
+            let seen: Option<(String, u32)> =
+                find.query_row([account_id, id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
             if let Some((id, deliveries)) = seen {
-                outcomes.push(IngestOutcome {
-                    id,
-                    deliveries,
-                    duplicate: true,
-                });
+                outcomes.push(IngestOutcome { id, deliveries, duplicate: true });
                 continue;
             }
         }
         let targets: Vec<&Webhook> = match &event.webhook_id {
-            Some(target) => webhooks
-                .iter()
-                .filter(|w| &w.id == target && w.enabled)
-                .collect(),
+            Some(target) => webhooks.iter().filter(|w| &w.id == target && w.enabled).collect(),
             None => webhooks
                 .iter()
-                .filter(|w| {
-                    w.enabled && filter::matches(w.event_types.as_deref(), &event.event_type)
-                })
+                .filter(|w| w.enabled && filter::matches(w.event_types.as_deref(), &event.event_type))
                 .collect(),
         };
         let id = event.id.unwrap_or_else(|| new_id("evt"));
@@ -781,11 +692,7 @@ fn ingest_in(
                 now.0
             ])?;
         }
-        outcomes.push(IngestOutcome {
-            id,
-            deliveries: targets.len() as u32,
-            duplicate: false,
-        });
+        outcomes.push(IngestOutcome { id, deliveries: targets.len() as u32, duplicate: false });
     }
     Ok(outcomes)
 }

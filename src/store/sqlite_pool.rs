@@ -28,8 +28,7 @@ pub struct Pool {
 }
 
 fn open_connection(path: &Path) -> anyhow::Result<Connection> {
-    let conn = Connection::open(path)
-        .with_context(|| format!("opening sqlite database {}", path.display()))?;
+    let conn = Connection::open(path).with_context(|| format!("opening sqlite database {}", path.display()))?;
     // WAL with synchronous=FULL: every commit is fsync'd before it returns,
     // so a 202 means the event survives a crash or power loss.
     conn.execute_batch(
@@ -45,27 +44,17 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
 impl Pool {
     /// Opens the database, runs `migrate` on the writer connection and
     /// starts the writer thread.
-    pub fn open(
-        path: &Path,
-        migrate: impl FnOnce(&mut Connection) -> anyhow::Result<()>,
-    ) -> anyhow::Result<Pool> {
+    pub fn open(path: &Path, migrate: impl FnOnce(&mut Connection) -> anyhow::Result<()>) -> anyhow::Result<Pool> {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
         let (writer, jobs) = mpsc::channel(QUEUE_DEPTH);
-        std::thread::Builder::new()
-            .name("herald-sqlite-writer".into())
-            .spawn(move || write_loop(conn, jobs))?;
-        Ok(Pool {
-            writer,
-            readers: Mutex::new(Vec::new()),
-            path: path.to_owned(),
-        })
+        std::thread::Builder::new().name("herald-sqlite-writer".into()).spawn(move || write_loop(conn, jobs))?;
+        Ok(Pool { writer, readers: Mutex::new(Vec::new()), path: path.to_owned() })
     }
 
     /// Runs `job` on the writer connection; returns once it is committed.
@@ -81,10 +70,7 @@ impl Pool {
                 let _ = reply.send(committed.and(result));
             })
         });
-        self.writer
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.writer.send(job).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -114,17 +100,10 @@ impl Pool {
     }
 }
 
-fn run_in_savepoint<T>(
-    conn: &Connection,
-    job: impl FnOnce(&Connection) -> StoreResult<T>,
-) -> StoreResult<T> {
+fn run_in_savepoint<T>(conn: &Connection, job: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
     conn.execute_batch("SAVEPOINT job").map_err(internal)?;
     let result = job(conn);
-    let close = if result.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
+    let close = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
     conn.execute_batch(close).map_err(internal)?;
     result
 }
@@ -159,9 +138,7 @@ fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
         for completion in completions.drain(..) {
             let outcome = match &committed {
                 Ok(()) => Ok(()),
-                Err(err) => Err(StoreError::Internal(anyhow::anyhow!(
-                    "commit failed: {err}"
-                ))),
+                Err(err) => Err(StoreError::Internal(anyhow::anyhow!("commit failed: {err}"))),
             };
             completion(outcome);
         }

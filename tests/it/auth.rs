@@ -19,9 +19,7 @@ async fn every_v1_call_needs_a_known_token() {
         let (status, body) = app.call_raw(method.clone(), path, None, "{}").await;
         assert_eq!(status, 401, "{method} {path}");
         assert_eq!(body["code"], "unauthorized");
-        let (status, _) = app
-            .call_raw(method.clone(), path, Some("hrld_wrong"), "{}")
-            .await;
+        let (status, _) = app.call_raw(method.clone(), path, Some("hrld_wrong"), "{}").await;
         assert_eq!(status, 401, "{method} {path} with a wrong token");
     }
     let (status, body) = app.call_raw(Method::GET, "/healthz", None, "").await;
@@ -32,26 +30,15 @@ async fn every_v1_call_needs_a_known_token() {
 #[tokio::test]
 async fn only_the_operator_creates_accounts_and_only_accounts_use_the_rest() {
     let app = TestApp::spawn().await;
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/accounts",
-            &app.token,
-            Some(json!({"name": "x"})),
-        )
-        .await;
+    let (status, body) = app.call(Method::POST, "/v1/accounts", &app.token, Some(json!({"name": "x"}))).await;
     assert_eq!(status, 403, "{body}");
-    let (status, body) = app
-        .call(Method::GET, "/v1/webhooks", OPERATOR_TOKEN, None)
-        .await;
+    let (status, body) = app.call(Method::GET, "/v1/webhooks", OPERATOR_TOKEN, None).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["code"], "forbidden");
 
     let account = app.new_account().await;
     assert!(account.id.starts_with("acc_"));
-    let (status, list) = app
-        .call(Method::GET, "/v1/webhooks", &account.token, None)
-        .await;
+    let (status, list) = app.call(Method::GET, "/v1/webhooks", &account.token, None).await;
     assert_eq!(status, 200);
     assert_eq!(list["data"], json!([]));
 }
@@ -60,13 +47,9 @@ async fn only_the_operator_creates_accounts_and_only_accounts_use_the_rest() {
 async fn another_accounts_ids_are_not_found() {
     let mut app = TestApp::spawn().await;
     let mut receiver = Receiver::start_with(vec![crate::support::Reply::status(500)]).await;
-    let webhook = app
-        .create_webhook(json!({"url": receiver.url, "retry": {"schedule": []}}))
-        .await;
+    let webhook = app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": []}})).await;
     let wh = webhook["id"].as_str().unwrap();
-    let sent = app
-        .send_event(json!({"id": "mine", "type": "t", "payload": {}}))
-        .await;
+    let sent = app.send_event(json!({"id": "mine", "type": "t", "payload": {}})).await;
     receiver.next().await;
     app.next_attempt().await;
     let delivery = app.delivery_of(sent["id"].as_str().unwrap()).await;
@@ -76,36 +59,22 @@ async fn another_accounts_ids_are_not_found() {
     let token = intruder.token.as_str();
     let cases: Vec<(Method, String, Option<Value>)> = vec![
         (Method::GET, format!("/v1/webhooks/{wh}"), None),
-        (
-            Method::PATCH,
-            format!("/v1/webhooks/{wh}"),
-            Some(json!({"enabled": false})),
-        ),
+        (Method::PATCH, format!("/v1/webhooks/{wh}"), Some(json!({"enabled": false}))),
         (Method::DELETE, format!("/v1/webhooks/{wh}"), None),
         (Method::GET, format!("/v1/webhooks/{wh}/secret"), None),
-        (
-            Method::POST,
-            format!("/v1/webhooks/{wh}/rotate-secret"),
-            None,
-        ),
+        (Method::POST, format!("/v1/webhooks/{wh}/rotate-secret"), None),
         (Method::POST, format!("/v1/webhooks/{wh}/test"), None),
         (Method::GET, format!("/v1/deliveries/{dlv}"), None),
         (Method::POST, format!("/v1/deliveries/{dlv}/retry"), None),
         (Method::GET, "/v1/events/mine".to_owned(), None),
-        (
-            Method::POST,
-            "/v1/events".to_owned(),
-            Some(json!({"type": "t", "payload": {}, "webhook_id": wh})),
-        ),
+        (Method::POST, "/v1/events".to_owned(), Some(json!({"type": "t", "payload": {}, "webhook_id": wh}))),
     ];
     for (method, path, body) in cases {
         let (status, theirs) = app.call(method.clone(), &path, token, body.clone()).await;
         assert_eq!(status, 404, "{method} {path}: {theirs}");
         assert_eq!(theirs["code"], "not_found");
         // Indistinguishable from an id that does not exist at all.
-        let missing = path
-            .replace(wh, "wh_01ZZZZZZZZZZZZZZZZZZZZZZZZ")
-            .replace(dlv, "dlv_01ZZZZZZZZZZZZZZZZZZZZZZZZ");
+        let missing = path.replace(wh, "wh_01ZZZZZZZZZZZZZZZZZZZZZZZZ").replace(dlv, "dlv_01ZZZZZZZZZZZZZZZZZZZZZZZZ");
         let missing = missing.replace("mine", "nobody");
         let body = body.map(|b| {
             let text = b.to_string().replace(wh, "wh_01ZZZZZZZZZZZZZZZZZZZZZZZZ");

@@ -15,15 +15,7 @@ async fn the_quick_start_works_end_to_end_with_a_scaled_clock() {
     let mut receiver = Receiver::start_with(vec![Reply::status(500)]).await;
 
     let created: Value = serde_json::from_str(
-        &run_herald(&[
-            "webhooks",
-            "create",
-            "--url",
-            &receiver.url,
-            "--database",
-            &database,
-        ])
-        .await,
+        &run_herald(&["webhooks", "create", "--url", &receiver.url, "--database", &database]).await,
     )
     .unwrap();
     let secret = created["secret"].as_str().unwrap();
@@ -46,24 +38,12 @@ async fn the_quick_start_works_end_to_end_with_a_scaled_clock() {
     let first = receiver.next().await;
     let second = receiver.next().await;
     assert_eq!(first.header("webhook-id"), second.header("webhook-id"));
-    standardwebhooks::Webhook::new(secret)
-        .unwrap()
-        .verify(&second.body, &second.headers)
-        .unwrap();
+    standardwebhooks::Webhook::new(secret).unwrap().verify(&second.body, &second.headers).unwrap();
 
-    let log: Value =
-        serde_json::from_str(&run_herald(&["deliveries", "list", "--database", &database]).await)
-            .unwrap();
+    let log: Value = serde_json::from_str(&run_herald(&["deliveries", "list", "--database", &database]).await).unwrap();
     let delivery = &log["data"][0];
     let shown: Value = serde_json::from_str(
-        &run_herald(&[
-            "deliveries",
-            "show",
-            delivery["id"].as_str().unwrap(),
-            "--database",
-            &database,
-        ])
-        .await,
+        &run_herald(&["deliveries", "show", delivery["id"].as_str().unwrap(), "--database", &database]).await,
     )
     .unwrap();
     assert_eq!(shown["attempts"].as_array().unwrap().len(), 2, "{shown}");
@@ -71,9 +51,7 @@ async fn the_quick_start_works_end_to_end_with_a_scaled_clock() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| {
-            herald::model::Timestamp::parse_rfc3339(a["started_at"].as_str().unwrap()).unwrap()
-        })
+        .map(|a| herald::model::Timestamp::parse_rfc3339(a["started_at"].as_str().unwrap()).unwrap())
         .collect();
     let gap = started[1].0 - started[0].0;
     assert!((5..2000).contains(&gap), "the scaled wait was {gap} ms");
@@ -81,9 +59,6 @@ async fn the_quick_start_works_end_to_end_with_a_scaled_clock() {
     let pid = child.id().unwrap() as i32;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(crate::support::PATIENCE, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = tokio::time::timeout(crate::support::PATIENCE, child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "herald exited with {status} on SIGTERM");
 }

@@ -29,11 +29,7 @@ async fn counting_receiver(hold_after: usize) -> CountingReceiver {
     let app = axum::Router::new().fallback(move |headers: HeaderMap| {
         let (seen, count_tx, mut gate_rx) = state.clone();
         async move {
-            let id = headers
-                .get("webhook-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
             let n = {
                 let mut seen = seen.lock().unwrap();
                 seen.insert(id);
@@ -49,12 +45,7 @@ async fn counting_receiver(hold_after: usize) -> CountingReceiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    CountingReceiver {
-        url,
-        seen,
-        count,
-        gate,
-    }
+    CountingReceiver { url, seen, count, gate }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,10 +54,8 @@ async fn every_accepted_event_arrives_after_a_kill_9() {
     let db = dir.path().join("herald.db");
     let receiver = counting_receiver(300).await;
     let (mut child, base) = spawn_herald(&db, &[]).await;
-    let credentials: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("herald.credentials.json")).unwrap(),
-    )
-    .unwrap();
+    let credentials: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("herald.credentials.json")).unwrap()).unwrap();
     let token = credentials["token"].as_str().unwrap().to_owned();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let created = http
@@ -85,18 +74,13 @@ async fn every_accepted_event_arrives_after_a_kill_9() {
     let n_accepted_tx = Arc::new(n_accepted_tx);
     let mut senders = Vec::new();
     for sender in 0..4 {
-        let (http, base, token, accepted) =
-            (http.clone(), base.clone(), token.clone(), accepted.clone());
+        let (http, base, token, accepted) = (http.clone(), base.clone(), token.clone(), accepted.clone());
         let n_accepted_tx = n_accepted_tx.clone();
         senders.push(tokio::spawn(async move {
             for batch in 0..40 {
-                let ids: Vec<String> = (0..25)
-                    .map(|i| format!("s{sender}-b{batch}-e{i}"))
-                    .collect();
-                let events: Vec<Value> = ids
-                    .iter()
-                    .map(|id| json!({"id": id, "type": "t", "payload": {"id": id}}))
-                    .collect();
+                let ids: Vec<String> = (0..25).map(|i| format!("s{sender}-b{batch}-e{i}")).collect();
+                let events: Vec<Value> =
+                    ids.iter().map(|id| json!({"id": id, "type": "t", "payload": {"id": id}})).collect();
                 let response = http
                     .post(format!("{base}/v1/events"))
                     .bearer_auth(&token)
@@ -118,30 +102,17 @@ async fn every_accepted_event_arrives_after_a_kill_9() {
 
     // Kill once at least 2000 events are accepted and deliveries are held in flight.
     let mut count = receiver.count.clone();
-    tokio::time::timeout(PATIENCE, count.wait_for(|n| *n > 300))
-        .await
-        .unwrap()
-        .unwrap();
-    tokio::time::timeout(PATIENCE * 3, n_accepted.wait_for(|n| *n >= 2000))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(PATIENCE, count.wait_for(|n| *n > 300)).await.unwrap().unwrap();
+    tokio::time::timeout(PATIENCE * 3, n_accepted.wait_for(|n| *n >= 2000)).await.unwrap().unwrap();
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     for sender in senders {
         sender.await.unwrap();
     }
     let accepted: Vec<String> = accepted.lock().unwrap().clone();
-    assert!(
-        accepted.len() >= 2000,
-        "only {} events were accepted before the kill",
-        accepted.len()
-    );
+    assert!(accepted.len() >= 2000, "only {} events were accepted before the kill", accepted.len());
     let before_restart = receiver.seen.lock().unwrap().len();
-    assert!(
-        before_restart < accepted.len(),
-        "the kill came after everything was delivered"
-    );
+    assert!(before_restart < accepted.len(), "the kill came after everything was delivered");
 
     receiver.gate.send_replace(true);
     let (_child, _base) = spawn_herald(&db, &[]).await;
@@ -155,13 +126,6 @@ async fn every_accepted_event_arrives_after_a_kill_9() {
     )
     .await;
     let seen = receiver.seen.lock().unwrap();
-    let missing: Vec<&String> = accepted
-        .iter()
-        .filter(|id| !seen.contains(*id))
-        .take(5)
-        .collect();
-    assert!(
-        all_arrived.is_ok() && missing.is_empty(),
-        "accepted events never arrived, e.g. {missing:?}"
-    );
+    let missing: Vec<&String> = accepted.iter().filter(|id| !seen.contains(*id)).take(5).collect();
+    assert!(all_arrived.is_ok() && missing.is_empty(), "accepted events never arrived, e.g. {missing:?}");
 }

@@ -11,24 +11,15 @@ async fn a_delivered_event_verifies_with_the_standard_webhooks_library() {
     let mut receiver = Receiver::start().await;
     let webhook = app.create_webhook(json!({"url": receiver.url})).await;
     let payload = json!({"id": "a418d672-9781-4d97-b517-a56f7d95ad8a", "channel": "whatsapp", "status": "read"});
-    let sent = app
-        .send_event(json!({"type": "whatsapp:message:status", "payload": payload}))
-        .await;
+    let sent = app.send_event(json!({"type": "whatsapp:message:status", "payload": payload})).await;
     assert_eq!(sent["deliveries"], 1);
 
     let request = receiver.next().await;
     let verifier = standardwebhooks::Webhook::new(webhook["secret"].as_str().unwrap()).unwrap();
-    verifier
-        .verify(&request.body, &request.headers)
-        .expect("the signature verifies");
+    verifier.verify(&request.body, &request.headers).expect("the signature verifies");
     assert_eq!(request.method, "POST");
     assert_eq!(request.header("content-type"), Some("application/json"));
-    assert!(
-        request
-            .header("user-agent")
-            .unwrap()
-            .starts_with("Herald-Webhooks/")
-    );
+    assert!(request.header("user-agent").unwrap().starts_with("Herald-Webhooks/"));
     assert_eq!(request.header("webhook-id"), sent["id"].as_str());
     let body = request.json();
     assert_eq!(body["type"], "whatsapp:message:status");
@@ -41,10 +32,7 @@ async fn a_delivered_event_verifies_with_the_standard_webhooks_library() {
     assert_eq!(delivery["status"], "success");
     assert_eq!(delivery["n_attempts"], 1);
     assert_eq!(delivery["attempts"][0]["status_code"], 200);
-    assert_eq!(
-        delivery["attempts"][0]["error_class"],
-        serde_json::Value::Null
-    );
+    assert_eq!(delivery["attempts"][0]["error_class"], serde_json::Value::Null);
 }
 
 #[tokio::test]
@@ -54,32 +42,23 @@ async fn filters_choose_which_webhooks_get_an_event() {
     let mut viber_status = Receiver::start().await;
     let mut everything = Receiver::start().await;
     let mut disabled = Receiver::start().await;
-    app.create_webhook(json!({"url": whatsapp.url, "event_types": ["whatsapp:message:*"]}))
-        .await;
-    app.create_webhook(json!({"url": viber_status.url, "event_types": ["viber:message:status"]}))
-        .await;
+    app.create_webhook(json!({"url": whatsapp.url, "event_types": ["whatsapp:message:*"]})).await;
+    app.create_webhook(json!({"url": viber_status.url, "event_types": ["viber:message:status"]})).await;
     app.create_webhook(json!({"url": everything.url})).await;
-    app.create_webhook(json!({"url": disabled.url, "enabled": false}))
-        .await;
+    app.create_webhook(json!({"url": disabled.url, "enabled": false})).await;
 
-    let sent = app
-        .send_event(json!({"type": "whatsapp:message:in", "payload": {"n": 1}}))
-        .await;
+    let sent = app.send_event(json!({"type": "whatsapp:message:in", "payload": {"n": 1}})).await;
     assert_eq!(sent["deliveries"], 2);
     assert_eq!(whatsapp.next().await.json()["data"]["n"], 1);
     assert_eq!(everything.next().await.json()["data"]["n"], 1);
 
-    let sent = app
-        .send_event(json!({"type": "viber:message:status", "payload": {"n": 2}}))
-        .await;
+    let sent = app.send_event(json!({"type": "viber:message:status", "payload": {"n": 2}})).await;
     assert_eq!(sent["deliveries"], 2);
     // The viber receiver's first request is the second event: it never saw the first.
     assert_eq!(viber_status.next().await.json()["data"]["n"], 2);
     assert_eq!(everything.next().await.json()["data"]["n"], 2);
 
-    let sent = app
-        .send_event(json!({"type": "sms:status", "payload": {"n": 3}}))
-        .await;
+    let sent = app.send_event(json!({"type": "sms:status", "payload": {"n": 3}})).await;
     assert_eq!(sent["deliveries"], 1);
     assert_eq!(everything.next().await.json()["data"]["n"], 3);
     assert!(whatsapp.drain().is_empty());
@@ -91,9 +70,7 @@ async fn webhook_id_targets_exactly_one_webhook_whatever_its_filter() {
     let app = TestApp::spawn().await;
     let mut composed = Receiver::start().await;
     let mut other = Receiver::start().await;
-    let target = app
-        .create_webhook(json!({"url": composed.url, "event_types": ["never:*"]}))
-        .await;
+    let target = app.create_webhook(json!({"url": composed.url, "event_types": ["never:*"]})).await;
     app.create_webhook(json!({"url": other.url})).await;
 
     let sent = app
@@ -102,9 +79,7 @@ async fn webhook_id_targets_exactly_one_webhook_whatever_its_filter() {
     assert_eq!(sent["deliveries"], 1);
     assert_eq!(composed.next().await.json()["data"]["id"], "x");
 
-    let sent = app
-        .send_event(json!({"type": "viber:message:status", "payload": {"id": "y"}}))
-        .await;
+    let sent = app.send_event(json!({"type": "viber:message:status", "payload": {"id": "y"}})).await;
     assert_eq!(sent["deliveries"], 1);
     assert_eq!(other.next().await.json()["data"]["id"], "y");
     assert!(composed.drain().is_empty());
@@ -114,14 +89,9 @@ async fn webhook_id_targets_exactly_one_webhook_whatever_its_filter() {
 async fn custom_headers_are_sent_and_caller_timestamps_fill_the_envelope() {
     let app = TestApp::spawn().await;
     let mut receiver = Receiver::start().await;
-    app.create_webhook(
-        json!({"url": receiver.url, "headers": {"Authorization": "Bearer abc", "X-Tenant": "42"}}),
-    )
-    .await;
-    app.send_event(
-        json!({"type": "t", "payload": [1, "two", null], "timestamp": "2021-06-18T14:48:06.886Z"}),
-    )
-    .await;
+    app.create_webhook(json!({"url": receiver.url, "headers": {"Authorization": "Bearer abc", "X-Tenant": "42"}}))
+        .await;
+    app.send_event(json!({"type": "t", "payload": [1, "two", null], "timestamp": "2021-06-18T14:48:06.886Z"})).await;
     let request = receiver.next().await;
     assert_eq!(request.header("authorization"), Some("Bearer abc"));
     assert_eq!(request.header("x-tenant"), Some("42"));
@@ -136,9 +106,7 @@ async fn a_deleted_webhook_gets_nothing_more() {
     let mut receiver = Receiver::start().await;
     let webhook = app.create_webhook(json!({"url": receiver.url})).await;
     let path = format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap());
-    let (status, _) = app
-        .call(axum::http::Method::DELETE, &path, &app.token, None)
-        .await;
+    let (status, _) = app.call(axum::http::Method::DELETE, &path, &app.token, None).await;
     assert_eq!(status, 204);
     let sent = app.send_event(json!({"type": "t", "payload": {}})).await;
     assert_eq!(sent["deliveries"], 0);
@@ -157,14 +125,12 @@ async fn a_stuck_receiver_does_not_starve_the_others() {
     let slow = app.create_webhook(json!({"url": stuck.url})).await;
     let fast = app.create_webhook(json!({"url": healthy.url})).await;
     // Far more work for the stuck webhook than there are slots in all.
-    let batch: Vec<serde_json::Value> = (0..60)
-        .map(|i| json!({"type": "t", "payload": {"i": i}, "webhook_id": slow["id"]}))
-        .collect();
+    let batch: Vec<serde_json::Value> =
+        (0..60).map(|i| json!({"type": "t", "payload": {"i": i}, "webhook_id": slow["id"]})).collect();
     let (status, _) = app.post("/v1/events", json!(batch)).await;
     assert_eq!(status, 202);
     for n in 0..3 {
-        app.send_event(json!({"type": "t", "payload": {"n": n}, "webhook_id": fast["id"]}))
-            .await;
+        app.send_event(json!({"type": "t", "payload": {"n": n}, "webhook_id": fast["id"]})).await;
         assert_eq!(healthy.next().await.json()["data"]["n"], n);
     }
 }

@@ -11,18 +11,12 @@ async fn a_repeated_id_returns_the_original_and_creates_nothing() {
     app.create_webhook(json!({"url": receiver.url})).await;
     let event = json!({"id": "msg-42", "type": "t", "payload": {"v": 1}});
     let first = app.send_event(event.clone()).await;
-    assert_eq!(
-        first,
-        json!({"id": "msg-42", "deliveries": 1, "duplicate": false})
-    );
+    assert_eq!(first, json!({"id": "msg-42", "deliveries": 1, "duplicate": false}));
 
     let changed = json!({"id": "msg-42", "type": "t", "payload": {"v": 2}});
     let (status, again) = app.post("/v1/events", changed).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        again,
-        json!({"id": "msg-42", "deliveries": 1, "duplicate": true})
-    );
+    assert_eq!(again, json!({"id": "msg-42", "deliveries": 1, "duplicate": true}));
 
     assert_eq!(receiver.next().await.json()["data"]["v"], 1);
     let (_, page) = app.get("/v1/deliveries").await;
@@ -35,8 +29,7 @@ async fn a_repeated_id_returns_the_original_and_creates_nothing() {
 async fn a_batch_is_accepted_whole_with_an_outcome_per_event() {
     let app = TestApp::spawn().await;
     let mut receiver = Receiver::start().await;
-    app.create_webhook(json!({"url": receiver.url, "event_types": ["a"]}))
-        .await;
+    app.create_webhook(json!({"url": receiver.url, "event_types": ["a"]})).await;
     let batch = json!([
         {"type": "a", "payload": {"n": 0}},
         {"type": "b", "payload": {"n": 1}},
@@ -47,10 +40,7 @@ async fn a_batch_is_accepted_whole_with_an_outcome_per_event() {
     assert_eq!(status, 202, "{body}");
     let outcomes = body["events"].as_array().unwrap();
     assert_eq!(outcomes.len(), 4);
-    let deliveries: Vec<u64> = outcomes
-        .iter()
-        .map(|o| o["deliveries"].as_u64().unwrap())
-        .collect();
+    let deliveries: Vec<u64> = outcomes.iter().map(|o| o["deliveries"].as_u64().unwrap()).collect();
     assert_eq!(deliveries, [1, 0, 1, 1]);
     assert_eq!(outcomes[3]["duplicate"], true);
     let mut seen: Vec<i64> = vec![receiver.next().await.json()["data"]["n"].as_i64().unwrap()];
@@ -62,12 +52,13 @@ async fn a_batch_is_accepted_whole_with_an_outcome_per_event() {
 #[tokio::test]
 async fn an_event_reads_back_as_it_was_sent() {
     let app = TestApp::spawn().await;
-    let payload = json!({"event": "viber:message:in", "nested": {"list": [1, 2.5, "x", null, true]}, "unicode": "👍 ü"});
-    let sent = app.send_event(json!({"type": "viber:message:in", "payload": payload, "timestamp": "2024-07-04T05:50:08.299Z"})).await;
-    assert_eq!(sent["deliveries"], 0);
-    let (status, event) = app
-        .get(&format!("/v1/events/{}", sent["id"].as_str().unwrap()))
+    let payload =
+        json!({"event": "viber:message:in", "nested": {"list": [1, 2.5, "x", null, true]}, "unicode": "👍 ü"});
+    let sent = app
+        .send_event(json!({"type": "viber:message:in", "payload": payload, "timestamp": "2024-07-04T05:50:08.299Z"}))
         .await;
+    assert_eq!(sent["deliveries"], 0);
+    let (status, event) = app.get(&format!("/v1/events/{}", sent["id"].as_str().unwrap())).await;
     assert_eq!(status, 200);
     assert_eq!(event["payload"], payload);
     assert_eq!(event["type"], "viber:message:in");
@@ -79,16 +70,10 @@ async fn an_event_reads_back_as_it_was_sent() {
 #[tokio::test]
 async fn the_delivery_log_filters_and_pages() {
     let app = TestApp::spawn().await;
-    let a = app
-        .create_webhook(json!({"url": "http://127.0.0.1:1/a"}))
-        .await;
-    app.create_webhook(json!({"url": "http://127.0.0.1:1/b"}))
-        .await;
+    let a = app.create_webhook(json!({"url": "http://127.0.0.1:1/a"})).await;
+    app.create_webhook(json!({"url": "http://127.0.0.1:1/b"})).await;
     for i in 0..5 {
-        app.send_event(
-            json!({"type": if i % 2 == 0 { "even" } else { "odd" }, "payload": {"i": i}}),
-        )
-        .await;
+        app.send_event(json!({"type": if i % 2 == 0 { "even" } else { "odd" }, "payload": {"i": i}})).await;
     }
     let (_, all) = app.get("/v1/deliveries?limit=250").await;
     assert_eq!(all["data"].as_array().unwrap().len(), 10);
@@ -96,9 +81,7 @@ async fn the_delivery_log_filters_and_pages() {
     let (_, even) = app.get("/v1/deliveries?type=even").await;
     assert_eq!(even["data"].as_array().unwrap().len(), 6);
     let a_id = a["id"].as_str().unwrap();
-    let (_, of_a) = app
-        .get(&format!("/v1/deliveries?webhook_id={a_id}&type=odd"))
-        .await;
+    let (_, of_a) = app.get(&format!("/v1/deliveries?webhook_id={a_id}&type=odd")).await;
     assert_eq!(of_a["data"].as_array().unwrap().len(), 2);
 
     let mut ids = Vec::new();
@@ -122,12 +105,7 @@ async fn the_delivery_log_filters_and_pages() {
 
     let now = app.now();
     let until = herald::model::Timestamp(now.0 + 1).to_rfc3339();
-    let (_, in_range) = app
-        .get(&format!(
-            "/v1/deliveries?since={}&until={until}",
-            now.to_rfc3339()
-        ))
-        .await;
+    let (_, in_range) = app.get(&format!("/v1/deliveries?since={}&until={until}", now.to_rfc3339())).await;
     assert_eq!(in_range["data"].as_array().unwrap().len(), 10);
     let (_, later) = app.get(&format!("/v1/deliveries?since={until}")).await;
     assert_eq!(later["data"].as_array().unwrap().len(), 0);

@@ -16,12 +16,9 @@ fn ts(value: &Value) -> Timestamp {
 async fn fail_fail_succeed_follows_the_policy_waits_on_the_clock() {
     let mut app = TestApp::spawn().await;
     let mut receiver = Receiver::start_with(vec![Reply::status(500), Reply::status(500)]).await;
-    app.create_webhook(json!({"url": receiver.url, "retry": {"preset": "business"}}))
-        .await;
+    app.create_webhook(json!({"url": receiver.url, "retry": {"preset": "business"}})).await;
     let start = app.now();
-    let sent = app
-        .send_event(json!({"type": "t", "payload": {"n": 1}}))
-        .await;
+    let sent = app.send_event(json!({"type": "t", "payload": {"n": 1}})).await;
 
     receiver.next().await;
     let first = app.next_attempt().await;
@@ -29,21 +26,14 @@ async fn fail_fail_succeed_follows_the_policy_waits_on_the_clock() {
     assert_eq!(first.next, NextStep::RetryAt(Timestamp(start.0 + 10_000)));
     let delivery = app.delivery_of(sent["id"].as_str().unwrap()).await;
     assert_eq!(delivery["status"], "retrying");
-    assert_eq!(
-        ts(&delivery["next_attempt_at"]),
-        Timestamp(start.0 + 10_000)
-    );
+    assert_eq!(ts(&delivery["next_attempt_at"]), Timestamp(start.0 + 10_000));
 
     // Nothing happens until the wait is over: the second attempt starts at
     // exactly +10 s on the clock, not at +9 s.
     app.clock.advance(Duration::from_secs(9));
     app.clock.advance(Duration::from_secs(1));
     let retry = receiver.next().await;
-    assert_eq!(
-        retry.header("webhook-id"),
-        sent["id"].as_str(),
-        "the id is stable across retries"
-    );
+    assert_eq!(retry.header("webhook-id"), sent["id"].as_str(), "the id is stable across retries");
     let second = app.next_attempt().await;
     assert_eq!(second.attempt.started_at, Timestamp(start.0 + 10_000));
     assert_eq!(second.next, NextStep::RetryAt(Timestamp(start.0 + 110_000)));
@@ -56,12 +46,7 @@ async fn fail_fail_succeed_follows_the_policy_waits_on_the_clock() {
 
     let delivery = app.delivery_of(sent["id"].as_str().unwrap()).await;
     assert_eq!(delivery["status"], "success");
-    let codes: Vec<&Value> = delivery["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| &a["status_code"])
-        .collect();
+    let codes: Vec<&Value> = delivery["attempts"].as_array().unwrap().iter().map(|a| &a["status_code"]).collect();
     assert_eq!(codes, [&json!(500), &json!(500), &json!(200)]);
     assert_eq!(delivery["attempts"][0]["error_class"], "status");
 }
@@ -75,8 +60,7 @@ async fn the_last_failed_attempt_fails_the_delivery_and_a_manual_retry_sends_it_
         Reply::status(404),
     ])
     .await;
-    app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": [1, 2]}}))
-        .await;
+    app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": [1, 2]}})).await;
     let sent = app.send_event(json!({"type": "t", "payload": {}})).await;
     let event_id = sent["id"].as_str().unwrap();
 
@@ -94,10 +78,7 @@ async fn the_last_failed_attempt_fails_the_delivery_and_a_manual_retry_sends_it_
     assert_eq!(delivery["next_attempt_at"], Value::Null);
     assert_eq!(delivery["n_attempts"], 3);
     assert_eq!(delivery["last_status_code"], 404);
-    assert_eq!(
-        delivery["attempts"][0]["response_body"],
-        "down for maintenance"
-    );
+    assert_eq!(delivery["attempts"][0]["response_body"], "down for maintenance");
 
     let (_, failed) = app.get("/v1/deliveries?status=failed").await;
     assert_eq!(failed["data"].as_array().unwrap().len(), 1);
@@ -118,12 +99,8 @@ async fn the_last_failed_attempt_fails_the_delivery_and_a_manual_retry_sends_it_
     receiver.next().await;
     app.next_attempt().await;
     let pending = app.delivery_of(sent["id"].as_str().unwrap()).await;
-    let (status, body) = app
-        .post(
-            &format!("/v1/deliveries/{}/retry", pending["id"].as_str().unwrap()),
-            json!(null),
-        )
-        .await;
+    let (status, body) =
+        app.post(&format!("/v1/deliveries/{}/retry", pending["id"].as_str().unwrap()), json!(null)).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "conflict");
 }
@@ -132,17 +109,12 @@ async fn the_last_failed_attempt_fails_the_delivery_and_a_manual_retry_sends_it_
 async fn a_manual_retry_that_fails_fails_again_at_once() {
     let mut app = TestApp::spawn().await;
     let mut receiver = Receiver::start_with(vec![Reply::status(500), Reply::status(500)]).await;
-    app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": []}}))
-        .await;
+    app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": []}})).await;
     let sent = app.send_event(json!({"type": "t", "payload": {}})).await;
     receiver.next().await;
     assert_eq!(app.next_attempt().await.next, NextStep::Failed);
     let delivery = app.delivery_of(sent["id"].as_str().unwrap()).await;
-    app.post(
-        &format!("/v1/deliveries/{}/retry", delivery["id"].as_str().unwrap()),
-        json!(null),
-    )
-    .await;
+    app.post(&format!("/v1/deliveries/{}/retry", delivery["id"].as_str().unwrap()), json!(null)).await;
     receiver.next().await;
     assert_eq!(app.next_attempt().await.next, NextStep::Failed);
 }
@@ -150,17 +122,12 @@ async fn a_manual_retry_that_fails_fails_again_at_once() {
 #[tokio::test]
 async fn retry_after_in_seconds_or_as_a_date_lengthens_the_wait() {
     let mut app = TestApp::spawn().await;
-    let mut receiver =
-        Receiver::start_with(vec![Reply::status(503).with_header("retry-after", "120")]).await;
-    app.create_webhook(json!({"url": receiver.url, "retry": {"preset": "business"}}))
-        .await;
+    let mut receiver = Receiver::start_with(vec![Reply::status(503).with_header("retry-after", "120")]).await;
+    app.create_webhook(json!({"url": receiver.url, "retry": {"preset": "business"}})).await;
     let start = app.now();
     app.send_event(json!({"type": "t", "payload": {}})).await;
     receiver.next().await;
-    assert_eq!(
-        app.next_attempt().await.next,
-        NextStep::RetryAt(Timestamp(start.0 + 120_000))
-    );
+    assert_eq!(app.next_attempt().await.next, NextStep::RetryAt(Timestamp(start.0 + 120_000)));
     app.clock.advance(Duration::from_secs(120));
     receiver.next().await;
     assert_eq!(app.next_attempt().await.next, NextStep::Success);
@@ -171,9 +138,7 @@ async fn retry_after_in_seconds_or_as_a_date_lengthens_the_wait() {
     receiver.then(Reply::status(429).with_header("retry-after", httpdate::fmt_http_date(at)));
     app.send_event(json!({"type": "t", "payload": {}})).await;
     receiver.next().await;
-    let NextStep::RetryAt(next) = app.next_attempt().await.next else {
-        panic!("expected a retry")
-    };
+    let NextStep::RetryAt(next) = app.next_attempt().await.next else { panic!("expected a retry") };
     let wait = next.0 - now.0;
     assert!((299_000..=300_000).contains(&wait), "waited {wait} ms");
 }
@@ -184,8 +149,7 @@ async fn a_redirect_is_a_failure_and_is_not_followed() {
     let mut receiver = Receiver::start().await;
     let elsewhere = receiver.url.replace("/hook", "/elsewhere");
     receiver.then(Reply::status(302).with_header("location", elsewhere));
-    app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": [5]}}))
-        .await;
+    app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": [5]}})).await;
     app.send_event(json!({"type": "t", "payload": {}})).await;
     assert_eq!(receiver.next().await.uri.path(), "/hook");
     let record = app.next_attempt().await;
@@ -193,11 +157,7 @@ async fn a_redirect_is_a_failure_and_is_not_followed() {
     assert_eq!(record.attempt.status_code, Some(302));
     assert_eq!(record.attempt.error_class, Some(ErrorClass::Status));
     app.clock.advance(Duration::from_secs(5));
-    assert_eq!(
-        receiver.next().await.uri.path(),
-        "/hook",
-        "the retry goes to the webhook, not the redirect"
-    );
+    assert_eq!(receiver.next().await.uri.path(), "/hook", "the retry goes to the webhook, not the redirect");
 }
 
 #[tokio::test]
@@ -212,8 +172,7 @@ async fn a_receiver_that_never_answers_times_out() {
             open.push(socket);
         }
     });
-    app.create_webhook(json!({"url": url, "timeout_ms": 200, "retry": {"schedule": []}}))
-        .await;
+    app.create_webhook(json!({"url": url, "timeout_ms": 200, "retry": {"schedule": []}})).await;
     app.send_event(json!({"type": "t", "payload": {}})).await;
     let record = app.next_attempt().await;
     assert_eq!(record.attempt.error_class, Some(ErrorClass::Timeout));
@@ -228,8 +187,7 @@ async fn a_refused_connection_is_a_connect_error() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", closed.local_addr().unwrap());
     drop(closed);
-    app.create_webhook(json!({"url": url, "retry": {"schedule": [1]}}))
-        .await;
+    app.create_webhook(json!({"url": url, "retry": {"schedule": [1]}})).await;
     app.send_event(json!({"type": "t", "payload": {}})).await;
     let record = app.next_attempt().await;
     assert_eq!(record.attempt.error_class, Some(ErrorClass::Connect));
@@ -250,15 +208,10 @@ async fn the_standard_policy_spreads_eight_attempts_over_about_a_day_with_jitter
     for base in bases {
         receiver.next().await;
         let record = app.next_attempt().await;
-        let NextStep::RetryAt(at) = record.next else {
-            panic!("expected a retry, got {:?}", record.next)
-        };
+        let NextStep::RetryAt(at) = record.next else { panic!("expected a retry, got {:?}", record.next) };
         let wait = at.0 - app.now().0;
         let (low, high) = ((base * 800.0) as i64, (base * 1200.0) as i64);
-        assert!(
-            (low..=high).contains(&wait),
-            "wait {wait} ms outside {low}..={high}"
-        );
+        assert!((low..=high).contains(&wait), "wait {wait} ms outside {low}..={high}");
         total_ms += wait;
         app.clock.set(at);
     }

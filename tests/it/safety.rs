@@ -17,13 +17,7 @@ async fn private_addresses_are_refused_unless_allowed() {
     ] {
         let (status, body) = app.post("/v1/webhooks", json!({"url": url})).await;
         assert_eq!(status, 400, "{url}: {body}");
-        assert!(
-            body["message"]
-                .as_str()
-                .unwrap()
-                .contains("not a public address"),
-            "{body}"
-        );
+        assert!(body["message"].as_str().unwrap().contains("not a public address"), "{body}");
     }
 
     // The connect-time check (names resolving to loopback, rebinding) is

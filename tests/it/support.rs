@@ -47,10 +47,7 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServeConfig::from_args(ServeArgs {
             listen: Some("127.0.0.1:0".into()),
-            database: Some(format!(
-                "sqlite://{}",
-                dir.path().join("herald.db").display()
-            )),
+            database: Some(format!("sqlite://{}", dir.path().join("herald.db").display())),
             allow_private_targets: true,
             admin_token: Some(OPERATOR_TOKEN.into()),
             ..Default::default()
@@ -60,24 +57,14 @@ impl TestApp {
         // Real wall-clock time to start with, so signature timestamps pass
         // the standard library's five-minute tolerance.
         let clock = ManualClock::new(herald::clock::SystemClock::new(1.0).now());
-        let app = Application::build(config, Arc::new(clock.clone()))
-            .await
-            .unwrap();
+        let app = Application::build(config, Arc::new(clock.clone())).await.unwrap();
         let token = app.bootstrap.default_account.as_ref().unwrap().1.clone();
         let base = format!("http://{}", app.local_addr());
         let attempts = app.attempts();
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run(shutdown.clone()));
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        TestApp {
-            base,
-            clock,
-            http,
-            _dir: dir,
-            attempts,
-            shutdown,
-            token,
-        }
+        TestApp { base, clock, http, _dir: dir, attempts, shutdown, token }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -85,37 +72,17 @@ impl TestApp {
     }
 
     pub async fn new_account(&self) -> Account {
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/v1/accounts",
-                OPERATOR_TOKEN,
-                Some(json!({"name": "other"})),
-            )
-            .await;
+        let (status, body) =
+            self.call(Method::POST, "/v1/accounts", OPERATOR_TOKEN, Some(json!({"name": "other"}))).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        Account {
-            id: body["id"].as_str().unwrap().into(),
-            token: body["token"].as_str().unwrap().into(),
-        }
+        Account { id: body["id"].as_str().unwrap().into(), token: body["token"].as_str().unwrap().into() }
     }
 
     /// Calls the API with a JSON body (or none) and returns status and JSON.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
+    pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
         if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
+            request = request.header("content-type", "application/json").body(body.to_string());
         }
         read(request.send().await.unwrap()).await
     }
@@ -128,10 +95,7 @@ impl TestApp {
         token: Option<&str>,
         body: impl Into<reqwest::Body>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .body(body);
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -177,12 +141,8 @@ impl TestApp {
     /// The one delivery an event created.
     pub async fn delivery_of(&self, event_id: &str) -> Value {
         let (_, page) = self.get("/v1/deliveries?limit=250").await;
-        let found: Vec<&Value> = page["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["event_id"] == event_id)
-            .collect();
+        let found: Vec<&Value> =
+            page["data"].as_array().unwrap().iter().filter(|d| d["event_id"] == event_id).collect();
         assert_eq!(found.len(), 1, "deliveries of {event_id}: {found:?}");
         self.delivery(found[0]["id"].as_str().unwrap()).await
     }
@@ -197,11 +157,7 @@ impl Drop for TestApp {
 async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
     let text = response.text().await.unwrap();
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
+    let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
     (status, value)
 }
 
@@ -236,19 +192,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply {
-            hang: false,
-            status,
-            headers: Vec::new(),
-            body: String::new(),
-        }
+        Reply { hang: false, status, headers: Vec::new(), body: String::new() }
     }
 
     pub fn hang() -> Reply {
-        Reply {
-            hang: true,
-            ..Reply::status(200)
-        }
+        Reply { hang: true, ..Reply::status(200) }
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
@@ -279,39 +227,24 @@ impl Receiver {
         let script = Arc::new(Mutex::new(VecDeque::from(replies)));
         let (tx, requests) = mpsc::unbounded_channel();
         let answers = script.clone();
-        let app = axum::Router::new().fallback(
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let reply = answers
-                    .lock()
-                    .unwrap()
-                    .pop_front()
-                    .unwrap_or(Reply::status(200));
-                let _ = tx.send(Received {
-                    method,
-                    uri,
-                    headers,
-                    body,
-                });
-                async move {
-                    if reply.hang {
-                        std::future::pending::<()>().await;
-                    }
-                    let mut response = axum::http::Response::builder().status(reply.status);
-                    for (name, value) in reply.headers {
-                        response = response.header(name, value);
-                    }
-                    response.body(axum::body::Body::from(reply.body)).unwrap()
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let reply = answers.lock().unwrap().pop_front().unwrap_or(Reply::status(200));
+            let _ = tx.send(Received { method, uri, headers, body });
+            async move {
+                if reply.hang {
+                    std::future::pending::<()>().await;
                 }
-            },
-        );
+                let mut response = axum::http::Response::builder().status(reply.status);
+                for (name, value) in reply.headers {
+                    response = response.header(name, value);
+                }
+                response.body(axum::body::Body::from(reply.body)).unwrap()
+            }
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver {
-            url,
-            script,
-            requests,
-        }
+        Receiver { url, script, requests }
     }
 
     pub fn then(&self, reply: Reply) {
@@ -338,18 +271,10 @@ impl Receiver {
 
 /// Starts `herald serve` as a child process on a free port with `db`;
 /// returns the child and its base URL. The child dies with the handle.
-pub async fn spawn_herald(
-    db: &std::path::Path,
-    extra_args: &[&str],
-) -> (tokio::process::Child, String) {
+pub async fn spawn_herald(db: &std::path::Path, extra_args: &[&str]) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow-private-targets",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
         .arg("--database")
         .arg(format!("sqlite://{}", db.display()))
         .args(extra_args)
@@ -386,10 +311,6 @@ pub async fn run_herald(args: &[&str]) -> String {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "herald {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "herald {args:?} failed: {}{stdout}", String::from_utf8_lossy(&output.stderr));
     stdout
 }

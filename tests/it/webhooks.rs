@@ -28,10 +28,7 @@ async fn create_read_list_update_delete() {
     assert_eq!(status, 200);
     assert_eq!(read["description"], "orders");
     assert_eq!(read["retry"]["exponential"]["attempts"], 4);
-    assert!(
-        read.get("secret").is_none(),
-        "the secret is only shown on create and by /secret"
-    );
+    assert!(read.get("secret").is_none(), "the secret is only shown on create and by /secret");
 
     let (_, list) = app.get("/v1/webhooks").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
@@ -50,10 +47,7 @@ async fn create_read_list_update_delete() {
     assert_eq!(updated["timeout_ms"], Value::Null);
     assert_eq!(updated["effective_timeout_ms"], 15_000);
     assert_eq!(updated["enabled"], false);
-    assert_eq!(
-        updated["description"], "orders",
-        "absent fields stay as they were"
-    );
+    assert_eq!(updated["description"], "orders", "absent fields stay as they were");
 
     let (status, _) = app.call(Method::DELETE, &path, &app.token, None).await;
     assert_eq!(status, 204);
@@ -68,15 +62,8 @@ async fn create_read_list_update_delete() {
 async fn a_given_secret_is_kept_and_readable() {
     let app = TestApp::spawn().await;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let created = app
-        .create_webhook(json!({"url": "http://127.0.0.1:1/", "secret": secret}))
-        .await;
-    let (status, body) = app
-        .get(&format!(
-            "/v1/webhooks/{}/secret",
-            created["id"].as_str().unwrap()
-        ))
-        .await;
+    let created = app.create_webhook(json!({"url": "http://127.0.0.1:1/", "secret": secret})).await;
+    let (status, body) = app.get(&format!("/v1/webhooks/{}/secret", created["id"].as_str().unwrap())).await;
     assert_eq!(status, 200);
     assert_eq!(body["secret"], secret);
     assert_eq!(body["previous_secret"], Value::Null);
@@ -90,47 +77,24 @@ async fn during_a_rotation_both_secrets_verify() {
     let id = created["id"].as_str().unwrap();
     let old = created["secret"].as_str().unwrap().to_owned();
 
-    let (status, rotated) = app
-        .post(
-            &format!("/v1/webhooks/{id}/rotate-secret"),
-            json!({"grace_seconds": 3600}),
-        )
-        .await;
+    let (status, rotated) = app.post(&format!("/v1/webhooks/{id}/rotate-secret"), json!({"grace_seconds": 3600})).await;
     assert_eq!(status, 200, "{rotated}");
     let new = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
     assert_eq!(rotated["previous_secret"]["secret"], old);
 
-    app.send_event(json!({"type": "t", "payload": {"rotated": true}}))
-        .await;
+    app.send_event(json!({"type": "t", "payload": {"rotated": true}})).await;
     let request = receiver.next().await;
-    assert_eq!(
-        request
-            .header("webhook-signature")
-            .unwrap()
-            .split(' ')
-            .count(),
-        2
-    );
+    assert_eq!(request.header("webhook-signature").unwrap().split(' ').count(), 2);
     for secret in [&old, &new] {
-        standardwebhooks::Webhook::new(secret)
-            .unwrap()
-            .verify(&request.body, &request.headers)
-            .unwrap();
+        standardwebhooks::Webhook::new(secret).unwrap().verify(&request.body, &request.headers).unwrap();
     }
 
     // Once the grace period is over only the new secret signs.
     app.clock.advance(std::time::Duration::from_secs(3601));
     app.send_event(json!({"type": "t", "payload": {}})).await;
     let request = receiver.next().await;
-    assert_eq!(
-        request
-            .header("webhook-signature")
-            .unwrap()
-            .split(' ')
-            .count(),
-        1
-    );
+    assert_eq!(request.header("webhook-signature").unwrap().split(' ').count(), 1);
     let (_, secrets) = app.get(&format!("/v1/webhooks/{id}/secret")).await;
     assert_eq!(secrets["previous_secret"], Value::Null);
 }
@@ -140,14 +104,10 @@ async fn the_test_endpoint_sends_a_test_event_to_that_webhook_only() {
     let app = TestApp::spawn().await;
     let mut receiver = Receiver::start().await;
     let mut other = Receiver::start().await;
-    let created = app
-        .create_webhook(json!({"url": receiver.url, "event_types": ["orders:*"]}))
-        .await;
+    let created = app.create_webhook(json!({"url": receiver.url, "event_types": ["orders:*"]})).await;
     app.create_webhook(json!({"url": other.url})).await;
     let id = created["id"].as_str().unwrap();
-    let (status, body) = app
-        .post(&format!("/v1/webhooks/{id}/test"), json!(null))
-        .await;
+    let (status, body) = app.post(&format!("/v1/webhooks/{id}/test"), json!(null)).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["deliveries"], 1);
     let request = receiver.next().await;
@@ -156,15 +116,7 @@ async fn the_test_endpoint_sends_a_test_event_to_that_webhook_only() {
     assert!(other.drain().is_empty());
 
     let path = format!("/v1/webhooks/{id}");
-    app.call(
-        Method::PATCH,
-        &path,
-        &app.token,
-        Some(json!({"enabled": false})),
-    )
-    .await;
-    let (status, body) = app
-        .post(&format!("/v1/webhooks/{id}/test"), json!(null))
-        .await;
+    app.call(Method::PATCH, &path, &app.token, Some(json!({"enabled": false}))).await;
+    let (status, body) = app.post(&format!("/v1/webhooks/{id}/test"), json!(null)).await;
     assert_eq!(status, 409, "{body}");
 }

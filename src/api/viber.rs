@@ -1,0 +1,195 @@
+//! `POST /pa/set_webhook`: the Viber Bot API's webhook registration (seed
+//! 002), so a bot written for Viber can point at Herald unchanged. Auth is
+//! `X-Viber-Auth-Token` (an account token, which also keys the callbacks'
+//! signatures). Replies are always HTTP 200 with Viber's `status` codes.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::extract::{parse_json, read_body};
+use super::webhooks::validate_url;
+use crate::model::{Principal, Timestamp, Webhook, new_id};
+use crate::profile::{
+    OutgoingRequest, Profile, ProfileOptions, VIBER_EVENT_TYPES, VIBER_MANDATORY_EVENTS, viber_event_types_reply,
+};
+use crate::signing;
+
+/// Viber's status codes for the failures `set_webhook` can have.
+#[derive(Debug, Clone, Copy)]
+enum ViberStatus {
+    Ok = 0,
+    InvalidUrl = 1,
+    InvalidAuthToken = 2,
+    BadData = 3,
+    MissingData = 4,
+    GeneralError = 99,
+}
+
+impl ViberStatus {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::InvalidUrl => "invalidUrl",
+            Self::InvalidAuthToken => "invalidAuthToken",
+            Self::BadData => "badData",
+            Self::MissingData => "missingData",
+            Self::GeneralError => "generalError",
+        }
+    }
+}
+
+fn reply(status: ViberStatus, detail: Option<String>) -> Json<Value> {
+    let mut body = json!({"status": status as i32, "status_message": status.message()});
+    if let Some(detail) = detail {
+        body["details"] = Value::String(detail);
+    }
+    Json(body)
+}
+
+#[derive(Deserialize)]
+struct SetWebhook {
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    #[serde(default)]
+    send_name: bool,
+    #[serde(default)]
+    send_photo: bool,
+}
+
+pub async fn set_webhook(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Json<Value> {
+    match handle(&state, &headers, request).await {
+        Ok(event_types) => {
+            let Json(mut body) = reply(ViberStatus::Ok, None);
+            if let Some(types) = event_types {
+                body["event_types"] = json!(types);
+            }
+            Json(body)
+        }
+        Err((status, detail)) => reply(status, Some(detail)),
+    }
+}
+
+type Failure = (ViberStatus, String);
+
+/// Registers or removes the account's bot webhook. Returns the reply's
+/// `event_types` (none when the webhook was removed).
+async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Result<Option<Vec<String>>, Failure> {
+    let token = headers.get("x-viber-auth-token").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default();
+    let account_id = match state.store.authenticate(&signing::token_hash(token)).await {
+        Ok(Some(Principal::Account(id))) if !token.is_empty() => id,
+        Ok(_) => return Err((ViberStatus::InvalidAuthToken, "missing or unknown X-Viber-Auth-Token".into())),
+        Err(err) => return Err((ViberStatus::GeneralError, err.to_string())),
+    };
+    let body = read_body(request, &()).await.map_err(|e| (ViberStatus::BadData, e.message))?;
+    let body: SetWebhook = parse_json(&body).map_err(|e| (ViberStatus::BadData, e.message))?;
+    let Some(url) = body.url else {
+        return Err((ViberStatus::MissingData, "url is required (an empty url removes the webhook)".into()));
+    };
+    let existing = state
+        .store
+        .list_webhooks(&account_id)
+        .await
+        .map_err(|e| (ViberStatus::GeneralError, e.to_string()))?
+        .into_iter()
+        .find(|w| w.profile == Profile::ViberBot);
+    let now = state.clock.now();
+    if url.is_empty() {
+        if let Some(webhook) = existing {
+            state
+                .store
+                .delete_webhook(&account_id, &webhook.id, now)
+                .await
+                .map_err(|e| (ViberStatus::GeneralError, e.to_string()))?;
+        }
+        return Ok(None);
+    }
+    if let Some(types) = &body.event_types
+        && let Some(unknown) = types.iter().find(|t| !VIBER_EVENT_TYPES.contains(&t.as_str()))
+    {
+        return Err((ViberStatus::BadData, format!("event_types: unknown event type `{unknown}`")));
+    }
+    validate_url(&url, state.allow_private_targets).map_err(|e| (ViberStatus::InvalidUrl, e.message))?;
+    verify_availability(state, &url, token, now).await?;
+
+    // Mandatory events are always delivered, whatever the filter says.
+    let filter = body.event_types.as_ref().map(|types| {
+        let mut all: Vec<String> = VIBER_MANDATORY_EVENTS.iter().map(|s| s.to_string()).collect();
+        all.extend(types.iter().filter(|t| !all.contains(t)).cloned().collect::<Vec<_>>());
+        all
+    });
+    let options = ProfileOptions { template: None, send_name: body.send_name, send_photo: body.send_photo };
+    let result = match existing {
+        Some(mut webhook) => {
+            webhook.url = url;
+            webhook.event_types = filter;
+            webhook.options = options;
+            webhook.secret = token.to_owned();
+            webhook.previous_secret = None;
+            webhook.enabled = true;
+            webhook.updated_at = now;
+            state.store.update_webhook(webhook).await
+        }
+        None => {
+            let webhook = Webhook {
+                id: new_id("wh"),
+                account_id,
+                url,
+                description: "viber bot (set_webhook)".into(),
+                event_types: filter,
+                enabled: true,
+                headers: Default::default(),
+                profile: Profile::ViberBot,
+                options,
+                retry: None,
+                timeout_ms: None,
+                secret: token.to_owned(),
+                previous_secret: None,
+                created_at: now,
+                updated_at: now,
+            };
+            state.store.create_webhook(webhook).await
+        }
+    };
+    result.map_err(|e| (ViberStatus::GeneralError, e.to_string()))?;
+    Ok(Some(viber_event_types_reply(body.event_types.as_deref())))
+}
+
+/// Sends the `webhook` callback Viber sends before accepting a URL; only an
+/// HTTP 200 passes.
+async fn verify_availability(state: &AppState, url: &str, token: &str, now: Timestamp) -> Result<(), Failure> {
+    let message_token: u64 = rand::random::<u64>() >> 1;
+    let body = json!({
+        "event": "webhook",
+        "timestamp": now.0,
+        "chat_hostname": "SN-HERALD_",
+        "message_token": message_token,
+    })
+    .to_string();
+    let signature = signing::hex_hmac(token.as_bytes(), body.as_bytes());
+    let request = OutgoingRequest {
+        method: http::Method::POST,
+        url: url.to_owned(),
+        headers: vec![
+            (http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (http::header::USER_AGENT, HeaderValue::from_static(crate::profile::USER_AGENT)),
+            (
+                HeaderName::from_static("x-viber-content-signature"),
+                HeaderValue::try_from(signature).expect("hex is a valid header"),
+            ),
+        ],
+        body: body.into(),
+    };
+    let timeout = std::time::Duration::from_millis(Profile::ViberBot.default_timeout_ms());
+    match state.outbound.send(request, timeout).await {
+        Ok(response) if response.status == 200 => Ok(()),
+        Ok(response) => Err((
+            ViberStatus::InvalidUrl,
+            format!("the webhook answered the verification callback with {}, not 200", response.status),
+        )),
+        Err(err) => Err((ViberStatus::InvalidUrl, format!("verification callback failed: {}", err.message))),
+    }
+}
