@@ -46,9 +46,20 @@ impl Application {
             record_credentials(&credentials::path_for_database(&db_path), &bootstrap, local_addr)?;
         }
         let wake = Arc::new(Notify::new());
-        let outbound = Outbound::new(config.allow_private_targets)?;
+        if let Some(env) = &config.env_webhook {
+            crate::env_webhook::apply(&*store, &bootstrap.first_account_id, env, config.allow_private_targets, now)
+                .await?;
+        }
+        let outbound = Outbound::new(config.allow_private_targets, config.bind_address)?;
         let engine = Engine::new(store.clone(), clock.clone(), outbound.clone(), wake.clone(), config.engine.clone());
-        let state = AppState { store, clock, wake, allow_private_targets: config.allow_private_targets, outbound };
+        let state = AppState {
+            store,
+            clock,
+            wake,
+            allow_private_targets: config.allow_private_targets,
+            outbound,
+            bind_address: config.bind_address,
+        };
         let router = api::router(state.clone(), config.max_body_bytes);
         Ok(Application { listener, router, engine, state, bootstrap })
     }

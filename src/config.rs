@@ -2,7 +2,7 @@
 //! an optional TOML file, parsed once into a typed `ServeConfig`. A flag or
 //! variable wins over the file; the file wins over the defaults.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,6 +52,33 @@ pub struct ServeArgs {
     /// on first start when not set.
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The local address outgoing deliveries leave from (for receivers that
+    /// allow-list senders); `GET /v1/egress` reports it.
+    #[arg(long, env = "HERALD_BIND_ADDRESS")]
+    pub bind_address: Option<IpAddr>,
+    /// A one-webhook deployment configured by environment alone (the
+    /// WhatsApp Web API's variables): deliver every event of the default
+    /// account to this URL with the `wwebjs` profile.
+    #[arg(long, env = "WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// With WEBHOOK_URL: attempts in all [default: 3].
+    #[arg(long, env = "WEBHOOK_RETRY_ATTEMPTS")]
+    pub webhook_retry_attempts: Option<u32>,
+    /// With WEBHOOK_URL: the first wait in ms, doubling after [default: 5000].
+    #[arg(long, env = "WEBHOOK_RETRY_DELAY")]
+    pub webhook_retry_delay: Option<u64>,
+    /// With WEBHOOK_URL: the HMAC secret of `X-Webhook-Signature`.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+}
+
+/// The single webhook of an environment-configured deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvWebhook {
+    pub url: String,
+    pub attempts: u32,
+    pub first_delay_ms: u64,
+    pub secret: Option<String>,
 }
 
 /// The config file's shape: the same settings, all optional.
@@ -67,6 +94,7 @@ struct FileConfig {
     max_in_flight: Option<usize>,
     shutdown_grace_seconds: Option<u64>,
     admin_token: Option<String>,
+    bind_address: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +105,8 @@ pub struct ServeConfig {
     pub time_scale: f64,
     pub max_body_bytes: usize,
     pub admin_token: Option<String>,
+    pub bind_address: Option<IpAddr>,
+    pub env_webhook: Option<EnvWebhook>,
     pub engine: EngineConfig,
 }
 
@@ -114,6 +144,13 @@ impl ServeConfig {
             time_scale,
             max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
             admin_token: args.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
+            bind_address: args.bind_address.or(file.bind_address),
+            env_webhook: args.webhook_url.filter(|u| !u.is_empty()).map(|url| EnvWebhook {
+                url,
+                attempts: args.webhook_retry_attempts.unwrap_or(3).clamp(1, crate::retry::MAX_ATTEMPTS),
+                first_delay_ms: args.webhook_retry_delay.unwrap_or(5000).max(1),
+                secret: args.webhook_secret.filter(|s| !s.is_empty()),
+            }),
             engine,
         })
     }

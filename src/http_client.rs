@@ -123,9 +123,12 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(allow_private: bool) -> anyhow::Result<Outbound> {
+    /// `bind` is the local address outgoing connections leave from (for
+    /// receivers that allow-list senders, as Routee's do).
+    pub fn new(allow_private: bool, bind: Option<IpAddr>) -> anyhow::Result<Outbound> {
         install_tls_provider();
         let client = reqwest::Client::builder()
+            .local_address(bind)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
@@ -212,7 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn names_resolving_to_private_addresses_are_refused_at_connect_time() {
-        let outbound = Outbound::new(false).unwrap();
+        let outbound = Outbound::new(false, None).unwrap();
         // `localhost` resolves to loopback through the system resolver; the
         // guard sees the resolved address, whatever the name looked like.
         let err = outbound.send(request("http://localhost:9/hook"), Duration::from_secs(2)).await.unwrap_err();
@@ -229,7 +232,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let outbound = Outbound::new(true).unwrap();
+        let outbound = Outbound::new(true, None).unwrap();
         let err =
             outbound.send(request(&format!("http://localhost:{port}/")), Duration::from_secs(2)).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Connect, "{err:?}");

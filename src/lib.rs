@@ -11,11 +11,13 @@
 
 pub mod api;
 pub mod app;
+pub mod catalogue;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod delivery;
+pub mod env_webhook;
 pub mod error;
 pub mod filter;
 pub mod http_client;
@@ -24,5 +26,6 @@ pub mod model;
 pub mod profile;
 pub mod retry;
 pub mod signing;
+pub mod stats;
 pub mod store;
 pub mod template;

@@ -134,6 +134,8 @@ pub struct Account {
     pub id: String,
     pub name: String,
     pub created_at: Timestamp,
+    /// Refuse event types the catalogue does not list.
+    pub strict_event_types: bool,
 }
 
 /// Who a bearer token belongs to.
@@ -228,6 +230,11 @@ pub struct IngestOutcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
     pub id: String,
+    /// The event's payload text (for the seed 004 log words).
+    #[serde(skip)]
+    pub payload: String,
+    #[serde(skip)]
+    pub webhook_url: String,
     pub event_id: String,
     pub event_type: String,
     pub webhook_id: String,

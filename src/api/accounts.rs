@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::OptionalJson;
-use super::{AppState, Caller};
+use super::{AccountCaller, AppState, Caller, JsonBody};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Principal;
 use crate::signing;
@@ -35,4 +35,32 @@ pub async fn create(
     let account = state.store.create_account(&name, &signing::token_hash(&token), state.clock.now()).await?;
     let body = json!({"id": account.id, "name": account.name, "token": token, "created_at": account.created_at});
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// `GET /v1/account`: the caller's own account and its settings.
+pub async fn get_own(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.store.get_account(&account_id).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    Ok(Json(serde_json::to_value(account).expect("accounts serialise")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccount {
+    /// Refuse event types the catalogue (`GET /v1/event-types`) does not list.
+    strict_event_types: Option<bool>,
+}
+
+/// `PATCH /v1/account`: change the caller's account settings.
+pub async fn update_own(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    JsonBody(body): JsonBody<UpdateAccount>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(strict) = body.strict_event_types {
+        state.store.set_strict_event_types(&account_id, strict).await?;
+    }
+    get_own(State(state), AccountCaller(account_id)).await
 }

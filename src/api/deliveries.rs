@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use super::extract::QueryParams;
 use super::{AccountCaller, AppState};
 use crate::error::ApiError;
-use crate::model::{DeliveryFilter, DeliveryStatus, Timestamp};
+use crate::model::{Delivery, DeliveryFilter, DeliveryStatus, Timestamp};
+use crate::stats::{WebhookSample, summarize};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 250;
@@ -69,7 +70,8 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(json!({ "data": page, "next_cursor": next_cursor })))
+    let data: Vec<Value> = page.iter().map(delivery_json).collect();
+    Ok(Json(json!({ "data": data, "next_cursor": next_cursor })))
 }
 
 pub async fn get(
@@ -79,7 +81,7 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let (delivery, attempts) =
         state.store.get_delivery(&account_id, &id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
-    let mut body = serde_json::to_value(delivery).expect("deliveries serialise");
+    let mut body = delivery_json(&delivery);
     body["attempts"] = serde_json::to_value(attempts).expect("attempts serialise");
     Ok(Json(body))
 }
@@ -91,5 +93,67 @@ pub async fn retry(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let delivery = state.store.retry_delivery(&account_id, &id, state.clock.now()).await?;
     state.wake.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(delivery).expect("deliveries serialise"))))
+    Ok((StatusCode::ACCEPTED, Json(delivery_json(&delivery))))
+}
+
+/// A delivery as the API shows it: Herald's fields, and the words the
+/// WhatsApp Web API's log uses (seed 004) beside them.
+fn delivery_json(delivery: &Delivery) -> Value {
+    let mut body = serde_json::to_value(delivery).expect("deliveries serialise");
+    let payload: Value = serde_json::from_str(&delivery.payload).unwrap_or(Value::Null);
+    let seed_words = json!({
+        "event": delivery.event_type,
+        "payload": payload,
+        "webhookUrl": delivery.webhook_url,
+        "statusCode": delivery.last_status_code,
+        "retryCount": delivery.n_attempts.saturating_sub(1),
+        "errorMessage": delivery.last_error,
+        "createdAt": delivery.created_at,
+    });
+    for (key, value) in seed_words.as_object().expect("an object") {
+        body[key] = value.clone();
+    }
+    body
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    since: Option<String>,
+    until: Option<String>,
+    webhook_id: Option<String>,
+}
+
+/// The default window of `GET /v1/stats`.
+pub const DEFAULT_STATS_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// `GET /v1/stats`: counts by status, the success rate and attempt latency
+/// percentiles over a window (default: the last 24 hours), overall and per
+/// webhook.
+pub async fn stats(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+    QueryParams(query): QueryParams<StatsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let until = parse_time("until", query.until)?.unwrap_or_else(|| Timestamp(state.clock.now().0 + 1));
+    let since = parse_time("since", query.since)?.unwrap_or(Timestamp(until.0 - DEFAULT_STATS_WINDOW_MS));
+    if since >= until {
+        return Err(ApiError::invalid_field("since: must be before until"));
+    }
+    let samples = state.store.delivery_stats(&account_id, since, until, query.webhook_id).await?;
+    let all: Vec<&WebhookSample> = samples.iter().collect();
+    let per_webhook: Vec<Value> = samples
+        .iter()
+        .map(|sample| {
+            let mut summary = serde_json::to_value(summarize(&[sample])).expect("summaries serialise");
+            summary["webhook_id"] = Value::String(sample.webhook_id.clone());
+            summary
+        })
+        .collect();
+    Ok(Json(json!({
+        "since": since,
+        "until": until,
+        "overall": summarize(&all),
+        "webhooks": per_webhook,
+    })))
 }

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::extract::{parse_json, read_body};
-use super::{AccountCaller, AppState};
+use super::{AccountCaller, AppState, Caller};
 use crate::error::ApiError;
 use crate::filter;
 use crate::model::{NewEvent, Timestamp};
@@ -98,4 +98,9 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let event = state.store.get_event(&account_id, &id).await?.ok_or_else(|| ApiError::not_found("event"))?;
     Ok(Json(serde_json::to_value(event).expect("events serialise")))
+}
+
+/// `GET /v1/event-types`: the event catalogue, per channel.
+pub async fn catalogue(Caller(_): Caller) -> Json<Value> {
+    Json(json!({ "channels": crate::catalogue::by_channel() }))
 }

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod deliveries;
+mod egress;
 mod events;
 mod extract;
 mod viber;
@@ -21,6 +22,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::store::Store;
 
 pub use extract::{AccountCaller, Caller, JsonBody};
+pub use webhooks::{TEST_EVENT_TYPE, validate_url};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -33,11 +35,16 @@ pub struct AppState {
     /// For calls Herald makes while answering a request (Viber's
     /// verification callback).
     pub outbound: crate::http_client::Outbound,
+    /// The local address deliveries leave from, when one is configured.
+    pub bind_address: Option<std::net::IpAddr>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let v1 = Router::new()
         .route("/accounts", post(accounts::create))
+        .route("/account", get(accounts::get_own).patch(accounts::update_own))
+        .route("/event-types", get(events::catalogue))
+        .route("/stats", get(deliveries::stats))
         .route("/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .route("/webhooks/{id}/secret", get(webhooks::secret))
@@ -45,6 +52,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/webhooks/{id}/test", post(webhooks::send_test))
         .route("/events", post(events::ingest))
         .route("/events/{id}", get(events::get))
+        .route("/egress", get(egress::get))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{id}", get(deliveries::get))
         .route("/deliveries/{id}/retry", post(deliveries::retry));

@@ -37,6 +37,8 @@ pub struct Bootstrap {
     pub generated_operator_token: Option<String>,
     /// The default account and its token, when this start created them.
     pub default_account: Option<(Account, String)>,
+    /// The oldest account: the one a zero-configuration deployment uses.
+    pub first_account_id: String,
 }
 
 #[async_trait]
@@ -49,6 +51,8 @@ pub trait Store: Send + Sync + 'static {
     async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<Principal>>;
 
     async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account>;
+    async fn get_account(&self, account_id: &str) -> StoreResult<Option<Account>>;
+    async fn set_strict_event_types(&self, account_id: &str, strict: bool) -> StoreResult<()>;
 
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<()>;
     async fn list_webhooks(&self, account_id: &str) -> StoreResult<Vec<Webhook>>;
@@ -84,6 +88,16 @@ pub trait Store: Send + Sync + 'static {
     async fn get_delivery(&self, account_id: &str, id: &str) -> StoreResult<Option<(Delivery, Vec<Attempt>)>>;
     /// Schedules a finished delivery for one more attempt at `now`.
     async fn retry_delivery(&self, account_id: &str, id: &str, now: Timestamp) -> StoreResult<Delivery>;
+
+    /// Delivery counts by status (deliveries created in `[since, until)`)
+    /// and attempt durations (attempts started then), per webhook.
+    async fn delivery_stats(
+        &self,
+        account_id: &str,
+        since: Timestamp,
+        until: Timestamp,
+        webhook_id: Option<String>,
+    ) -> StoreResult<Vec<crate::stats::WebhookSample>>;
 }
 
 /// Opens the store a `--database` URL names.

@@ -8,13 +8,14 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::sqlite_pool::{Pool, internal};
 use super::{Bootstrap, Store, StoreError, StoreResult};
-use crate::filter;
 use crate::model::{
     Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, ErrorClass, Event,
     IngestOutcome, NewEvent, NextStep, Principal, RetiringSecret, Timestamp, Webhook, new_id,
 };
 use crate::profile::Profile;
 use crate::signing;
+use crate::stats::WebhookSample;
+use crate::{catalogue, filter};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how
 /// many a database has had. Append only: never edit a shipped migration.
@@ -93,6 +94,8 @@ CREATE TABLE attempts (
     error_message TEXT
 );
 CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
+CREATE INDEX attempts_by_time ON attempts (started_at);
+CREATE INDEX deliveries_by_time ON deliveries (account_id, created_at);
 "#];
 
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
@@ -165,8 +168,10 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("domain values serialise")
 }
 
-const DELIVERY_COLUMNS: &str = "id, event_id, event_type, webhook_id, status, n_attempts, next_attempt_at, \
-     last_status_code, last_error, created_at, updated_at, leased";
+/// Delivery columns, read from `deliveries d JOIN events e JOIN webhooks w`.
+const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.event_type, d.webhook_id, d.status, d.n_attempts, \
+     d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.updated_at, d.leased, e.payload, w.url";
+const DELIVERY_FROM: &str = "deliveries d JOIN events e ON e.seq = d.event_seq JOIN webhooks w ON w.id = d.webhook_id";
 
 fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
     let status: String = row.get(4)?;
@@ -184,6 +189,8 @@ fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
         last_error: row.get(8)?,
         created_at: Timestamp(row.get(9)?),
         updated_at: Timestamp(row.get(10)?),
+        payload: row.get(12)?,
+        webhook_url: row.get(13)?,
     })
 }
 
@@ -194,7 +201,7 @@ fn insert_token(conn: &Connection, hash: &str, account_id: Option<&str>, now: Ti
 }
 
 fn insert_account(conn: &Connection, name: &str, token_hash: &str, now: Timestamp) -> rusqlite::Result<Account> {
-    let account = Account { id: new_id("acc"), name: name.to_owned(), created_at: now };
+    let account = Account { id: new_id("acc"), name: name.to_owned(), created_at: now, strict_event_types: false };
     conn.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)")?.execute(params![
         account.id,
         account.name,
@@ -248,6 +255,8 @@ impl Store for SqliteStore {
                     let account = insert_account(conn, "default", &signing::token_hash(&token), now)?;
                     outcome.default_account = Some((account, token));
                 }
+                outcome.first_account_id =
+                    conn.query_row("SELECT id FROM accounts ORDER BY created_at, id LIMIT 1", [], |r| r.get(0))?;
                 Ok(outcome)
             })
             .await
@@ -272,6 +281,35 @@ impl Store for SqliteStore {
     async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account> {
         let (name, hash) = (name.to_owned(), token_hash.to_owned());
         self.pool.write(move |conn| Ok(insert_account(conn, &name, &hash, now)?)).await
+    }
+
+    async fn get_account(&self, account_id: &str) -> StoreResult<Option<Account>> {
+        let account_id = account_id.to_owned();
+        self.pool
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT id, name, created_at, strict_event_types FROM accounts WHERE id = ?1")?
+                    .query_row([account_id], |r| {
+                        Ok(Account {
+                            id: r.get(0)?,
+                            name: r.get(1)?,
+                            created_at: Timestamp(r.get(2)?),
+                            strict_event_types: r.get(3)?,
+                        })
+                    })
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn set_strict_event_types(&self, account_id: &str, strict: bool) -> StoreResult<()> {
+        let account_id = account_id.to_owned();
+        self.pool
+            .write(move |conn| {
+                conn.execute("UPDATE accounts SET strict_event_types = ?2 WHERE id = ?1", params![account_id, strict])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<()> {
@@ -533,31 +571,31 @@ impl Store for SqliteStore {
         let account_id = account_id.to_owned();
         self.pool
             .read(move |conn| {
-                let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE account_id = ?");
+                let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE d.account_id = ?");
                 let mut args: Vec<rusqlite::types::Value> = vec![account_id.into()];
                 let mut condition = |clause: &str, value: rusqlite::types::Value| {
                     sql.push_str(clause);
                     args.push(value);
                 };
                 if let Some(status) = filter.status {
-                    condition(" AND status = ?", status.as_str().to_owned().into());
+                    condition(" AND d.status = ?", status.as_str().to_owned().into());
                 }
                 if let Some(webhook_id) = filter.webhook_id {
-                    condition(" AND webhook_id = ?", webhook_id.into());
+                    condition(" AND d.webhook_id = ?", webhook_id.into());
                 }
                 if let Some(event_type) = filter.event_type {
-                    condition(" AND event_type = ?", event_type.into());
+                    condition(" AND d.event_type = ?", event_type.into());
                 }
                 if let Some(since) = filter.since {
-                    condition(" AND created_at >= ?", since.0.into());
+                    condition(" AND d.created_at >= ?", since.0.into());
                 }
                 if let Some(until) = filter.until {
-                    condition(" AND created_at < ?", until.0.into());
+                    condition(" AND d.created_at < ?", until.0.into());
                 }
                 if let Some(before) = filter.before_id {
-                    condition(" AND id < ?", before.into());
+                    condition(" AND d.id < ?", before.into());
                 }
-                sql.push_str(" ORDER BY id DESC LIMIT ?");
+                sql.push_str(" ORDER BY d.id DESC LIMIT ?");
                 args.push((filter.limit as i64).into());
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt.query_map(rusqlite::params_from_iter(args), delivery_from_row)?;
@@ -570,7 +608,8 @@ impl Store for SqliteStore {
         let (account_id, id) = (account_id.to_owned(), id.to_owned());
         self.pool
             .read(move |conn| {
-                let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1 AND account_id = ?2");
+                let sql =
+                    format!("SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE d.id = ?1 AND d.account_id = ?2");
                 let Some(delivery) =
                     conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row).optional()?
                 else {
@@ -602,7 +641,8 @@ impl Store for SqliteStore {
         let (account_id, id) = (account_id.to_owned(), id.to_owned());
         self.pool
             .write(move |conn| {
-                let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1 AND account_id = ?2");
+                let sql =
+                    format!("SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE d.id = ?1 AND d.account_id = ?2");
                 let Some(delivery) =
                     conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row).optional()?
                 else {
@@ -623,6 +663,54 @@ impl Store for SqliteStore {
             })
             .await
     }
+
+    async fn delivery_stats(
+        &self,
+        account_id: &str,
+        since: Timestamp,
+        until: Timestamp,
+        webhook_id: Option<String>,
+    ) -> StoreResult<Vec<WebhookSample>> {
+        let account_id = account_id.to_owned();
+        self.pool
+            .read(move |conn| {
+                let mut samples: BTreeMap<String, WebhookSample> = BTreeMap::new();
+                let mut counts = conn.prepare_cached(
+                    "SELECT webhook_id, status, COUNT(*) FROM deliveries WHERE account_id = ?1 AND created_at >= ?2 \
+                     AND created_at < ?3 AND (?4 IS NULL OR webhook_id = ?4) GROUP BY webhook_id, status",
+                )?;
+                let rows = counts.query_map(params![account_id, since.0, until.0, webhook_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })?;
+                for row in rows {
+                    let (webhook, status, n) = row?;
+                    let sample = samples
+                        .entry(webhook.clone())
+                        .or_insert_with(|| WebhookSample { webhook_id: webhook, ..Default::default() });
+                    if let Some(status) = DeliveryStatus::parse(&status) {
+                        sample.add_count(status, n as u64);
+                    }
+                }
+                let mut durations = conn.prepare_cached(
+                    "SELECT d.webhook_id, a.duration_ms FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+                     WHERE a.started_at >= ?2 AND a.started_at < ?3 AND d.account_id = ?1 \
+                     AND (?4 IS NULL OR d.webhook_id = ?4)",
+                )?;
+                let rows = durations.query_map(params![account_id, since.0, until.0, webhook_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })?;
+                for row in rows {
+                    let (webhook, ms) = row?;
+                    samples
+                        .entry(webhook.clone())
+                        .or_insert_with(|| WebhookSample { webhook_id: webhook, ..Default::default() })
+                        .durations_ms
+                        .push(ms.max(0) as u64);
+                }
+                Ok(samples.into_values().collect())
+            })
+            .await
+    }
 }
 
 /// The body of `Store::ingest`, inside the writer's transaction.
@@ -632,6 +720,17 @@ fn ingest_in(
     events: Vec<NewEvent>,
     now: Timestamp,
 ) -> StoreResult<Vec<IngestOutcome>> {
+    let strict: bool = conn
+        .prepare_cached("SELECT strict_event_types FROM accounts WHERE id = ?1")?
+        .query_row([account_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false);
+    if strict && let Some((i, event)) = events.iter().enumerate().find(|(_, e)| !catalogue::is_known(&e.event_type)) {
+        return Err(StoreError::Invalid(format!(
+            "events[{i}].type: `{}` is not in the event catalogue (this account is in strict mode)",
+            event.event_type
+        )));
+    }
     let webhooks = load_webhooks(conn, account_id)?;
     // A targeted webhook must exist in this account, or the whole request
     // fails before anything is written.

@@ -1,0 +1,81 @@
+//! The deployment seed 004 describes: one webhook, configured only by
+//! environment (`WEBHOOK_URL`, `WEBHOOK_RETRY_ATTEMPTS`, `WEBHOOK_RETRY_DELAY`,
+//! `WEBHOOK_SECRET`), delivering every event of the default account with
+//! the `wwebjs` profile. Applied at every start, so changing a variable and
+//! restarting is all it takes; no API call is needed.
+
+use anyhow::Context;
+
+use crate::api::validate_url;
+use crate::config::EnvWebhook;
+use crate::model::{Timestamp, Webhook, new_id};
+use crate::profile::Profile;
+use crate::retry::{Exponential, MAX_WAIT, RetryPolicy};
+use crate::store::Store;
+
+/// Marks the webhook this module manages.
+pub const DESCRIPTION: &str = "configured by WEBHOOK_URL";
+
+/// WEBHOOK_RETRY_ATTEMPTS tries in all, the first wait WEBHOOK_RETRY_DELAY
+/// ms, doubling.
+pub fn retry_policy(env: &EnvWebhook) -> RetryPolicy {
+    RetryPolicy::Exponential(Exponential {
+        first: env.first_delay_ms as f64 / 1000.0,
+        factor: 2.0,
+        cap: MAX_WAIT.as_secs_f64(),
+        attempts: env.attempts,
+        jitter: 0.0,
+    })
+}
+
+/// Creates or updates the account's environment-configured webhook.
+pub async fn apply(
+    store: &dyn Store,
+    account_id: &str,
+    env: &EnvWebhook,
+    allow_private: bool,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    validate_url(&env.url, allow_private).map_err(|e| anyhow::anyhow!("WEBHOOK_URL: {}", e.message))?;
+    let retry = retry_policy(env);
+    retry.validate().map_err(|e| anyhow::anyhow!("WEBHOOK_RETRY_DELAY / WEBHOOK_RETRY_ATTEMPTS: {e}"))?;
+    let secret = env.secret.clone().unwrap_or_default();
+    if !secret.is_empty() {
+        Profile::Wwebjs.validate_secret(&secret).map_err(|e| anyhow::anyhow!("WEBHOOK_SECRET: {e}"))?;
+    }
+    let existing = store.list_webhooks(account_id).await?.into_iter().find(|w| w.description == DESCRIPTION);
+    let webhook = Webhook {
+        url: env.url.clone(),
+        enabled: true,
+        event_types: None,
+        profile: Profile::Wwebjs,
+        retry: Some(retry),
+        secret,
+        previous_secret: None,
+        updated_at: now,
+        ..existing.clone().unwrap_or_else(|| Webhook {
+            id: new_id("wh"),
+            account_id: account_id.to_owned(),
+            url: String::new(),
+            description: DESCRIPTION.to_owned(),
+            event_types: None,
+            enabled: true,
+            headers: Default::default(),
+            profile: Profile::Wwebjs,
+            options: Default::default(),
+            retry: None,
+            timeout_ms: None,
+            secret: String::new(),
+            previous_secret: None,
+            created_at: now,
+            updated_at: now,
+        })
+    };
+    match existing {
+        Some(_) => store.update_webhook(webhook).await,
+        None => store.create_webhook(webhook).await,
+    }
+    .context("saving the WEBHOOK_URL webhook")?;
+    tracing::info!(url = %env.url, attempts = env.attempts, "delivering every event to WEBHOOK_URL (wwebjs profile)");
+    Ok(())
+}
