@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod ingest;
 mod retries;
+mod seeds;
 mod safety;
 mod support;
 mod webhooks;

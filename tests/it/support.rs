@@ -314,3 +314,48 @@ pub async fn run_herald(args: &[&str]) -> String {
     assert!(output.status.success(), "herald {args:?} failed: {}{stdout}", String::from_utf8_lossy(&output.stderr));
     stdout
 }
+
+/// Runs a checker script from `tests/verifiers` with `args`, feeding it
+/// `body`; panics with its output unless it exits 0. Returns its stdout.
+pub async fn run_verifier(program: &str, script: &str, args: &[&str], body: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let path = format!("{}/tests/verifiers/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = tokio::process::Command::new(program)
+        .arg(&path)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} (.ci/run installs it): {e}"));
+    child.stdin.take().unwrap().write_all(body).await.unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script} rejected the request: {}{stdout}\nbody: {}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(body)
+    );
+    stdout
+}
+
+/// The official `viberbot` Python SDK's `verify_signature` and `parse_request`.
+pub async fn viberbot_accepts(token: &str, request: &Received) -> String {
+    let signature = request.header("x-viber-content-signature").expect("a Viber signature header");
+    run_verifier("python3", "viber_verify.py", &[token, signature], &request.body).await
+}
+
+/// The WhatsApp Web API seed's own JavaScript verifier, under node.
+pub async fn seed_js_verifier_accepts(secret: &str, request: &Received) {
+    let signature = request.header("x-webhook-signature").expect("an X-Webhook-Signature header");
+    run_verifier("node", "wwebjs_verify.js", &[secret, signature], &request.body).await;
+}
+
+/// Lowercase hex HMAC-SHA256, computed here independently of Herald.
+pub fn hex_hmac(key: &[u8], body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
