@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod cli;
+mod compose;
 mod crash;
 mod delivery;
 mod ingest;
@@ -12,4 +13,5 @@ mod retries;
 mod seeds;
 mod safety;
 mod support;
+mod viber;
 mod webhooks;
