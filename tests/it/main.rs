@@ -9,6 +9,7 @@ mod compose;
 mod crash;
 mod delivery;
 mod ingest;
+mod profiles;
 mod retries;
 mod seeds;
 mod safety;

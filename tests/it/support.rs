@@ -272,6 +272,15 @@ impl Receiver {
 /// Starts `herald serve` as a child process on a free port with `db`;
 /// returns the child and its base URL. The child dies with the handle.
 pub async fn spawn_herald(db: &std::path::Path, extra_args: &[&str]) -> (tokio::process::Child, String) {
+    spawn_herald_with_env(db, extra_args, &[]).await
+}
+
+/// `spawn_herald` with extra environment variables for the child only.
+pub async fn spawn_herald_with_env(
+    db: &std::path::Path,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
@@ -280,6 +289,7 @@ pub async fn spawn_herald(db: &std::path::Path, extra_args: &[&str]) -> (tokio::
         .args(extra_args)
         .env("HERALD_ADMIN_TOKEN", OPERATOR_TOKEN)
         .env("HERALD_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)

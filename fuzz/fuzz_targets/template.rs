@@ -1,0 +1,31 @@
+//! Fuzzes the compose template parser and renderer: any template text that
+//! parses must render, with any payload, into a URL that parses, header
+//! values without line breaks, and (when the template is valid JSON with
+//! its placeholders empty) a body that parses as JSON.
+#![no_main]
+
+use herald::template::{self, Context};
+use libfuzzer_sys::fuzz_target;
+use serde_json::{Value, json};
+
+fuzz_target!(|input: (&str, &str)| {
+    let (text, value) = input;
+    let payload = json!({ "v": value, "to": value });
+    let context = Context { id: json!("evt"), event: json!("t"), timestamp: json!("now"), payload: &payload };
+    if let Ok(parsed) = template::parse(text, false) {
+        let header = parsed.render_header(&context);
+        assert!(!header.contains('\n') && !header.contains('\r'));
+        let url = parsed.render_url(&context);
+        if let Ok(base) = url::Url::parse("https://example.com/") {
+            let _ = base.join(&url);
+        }
+    }
+    if let Ok(parsed) = template::parse(text, true) {
+        let empty = json!({});
+        let blank = Context { id: Value::Null, event: Value::Null, timestamp: Value::Null, payload: &empty };
+        if serde_json::from_str::<Value>(&parsed.render_json(&blank)).is_ok() {
+            let rendered = parsed.render_json(&context);
+            serde_json::from_str::<Value>(&rendered).expect("a valid template renders valid JSON");
+        }
+    }
+});

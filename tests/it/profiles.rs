@@ -1,0 +1,169 @@
+//! Profile defaults walked on the clock, the environment-only wwebjs
+//! deployment, the seed-004 log words, stats, the event catalogue and the
+//! egress report.
+
+use axum::http::Method;
+use herald::model::NextStep;
+use serde_json::{Value, json};
+
+use crate::support::{Receiver, Reply, TestApp, run_herald, seed_js_verifier_accepts, spawn_herald_with_env};
+
+/// Fails every attempt of a webhook with `profile`'s defaults and checks
+/// each wait against the seed's numbers, to the millisecond.
+async fn walk_default_schedule(profile: &str, extra: Value, timeout_ms: u64, waits_s: &[u64]) {
+    let mut app = TestApp::spawn().await;
+    let mut receiver = Receiver::start_with((0..=waits_s.len()).map(|_| Reply::status(503)).collect()).await;
+    let mut body = json!({"url": receiver.url, "profile": profile});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let webhook = app.create_webhook(body).await;
+    assert_eq!(webhook["effective_timeout_ms"], timeout_ms, "{profile}");
+    app.send_event(json!({"type": "t", "payload": {"n": 1}})).await;
+    for wait in waits_s {
+        receiver.next().await;
+        let record = app.next_attempt().await;
+        let NextStep::RetryAt(at) = record.next else { panic!("{profile}: expected a retry, got {:?}", record.next) };
+        assert_eq!(at.0 - app.now().0, *wait as i64 * 1000, "{profile}");
+        app.clock.set(at);
+    }
+    receiver.next().await;
+    assert_eq!(app.next_attempt().await.next, NextStep::Failed, "{profile}: all attempts used");
+}
+
+#[tokio::test]
+async fn business_and_compose_retry_twice_after_10_and_100_seconds() {
+    walk_default_schedule("business", json!({}), 3000, &[10, 100]).await;
+    walk_default_schedule("compose", json!({"template": {}}), 3000, &[10, 100]).await;
+}
+
+#[tokio::test]
+async fn routee_retries_twelve_times_over_a_day() {
+    let waits = [30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14_400, 28_800, 86_400];
+    walk_default_schedule("routee", json!({}), 2000, &waits).await;
+}
+
+#[tokio::test]
+async fn wwebjs_tries_three_times_doubling_from_five_seconds() {
+    walk_default_schedule("wwebjs", json!({}), 30_000, &[5, 10]).await;
+}
+
+#[tokio::test]
+async fn business_attempts_are_configurable_and_capped_at_100_000_seconds() {
+    let retry = json!({"exponential": {"first": 10, "factor": 10, "cap": 100000, "attempts": 7}});
+    walk_default_schedule("business", json!({"retry": retry}), 3000, &[10, 100, 1000, 10_000, 100_000, 100_000]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_only_wwebjs_deployment_delivers_without_any_api_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("herald.db");
+    let mut receiver = Receiver::start_with(vec![Reply::status(500)]).await;
+    // The seed's variables, in the child's environment only.
+    let env = [("WEBHOOK_URL", receiver.url.as_str()), ("WEBHOOK_RETRY_ATTEMPTS", "2"), ("WEBHOOK_RETRY_DELAY", "50"), ("WEBHOOK_SECRET", "env-secret")];
+    let (_child, base) = spawn_herald_with_env(&db, &[], &env).await;
+    let credentials: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("herald.credentials.json")).unwrap()).unwrap();
+    let token = credentials["token"].as_str().unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let sent = http
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(token)
+        .body(json!({"type": "message_create", "payload": {"body": "Hello!", "from": "1234567890@c.us"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let first = receiver.next().await;
+    let second = receiver.next().await;
+    assert_eq!(second.json()["event"], "message_create");
+    assert_eq!(second.json()["data"]["body"], "Hello!");
+    assert_eq!(first.body, second.body);
+    seed_js_verifier_accepts("env-secret", &second).await;
+    let log: Value = serde_json::from_str(&run_herald(&["deliveries", "list", "--database", &format!("sqlite://{}", db.display())]).await).unwrap();
+    let entry = &log["data"][0];
+    assert_eq!(entry["webhookUrl"], receiver.url.as_str());
+    assert_eq!(entry["retryCount"], 1);
+}
+
+#[tokio::test]
+async fn the_log_speaks_the_seed_words_and_stats_add_up() {
+    let mut app = TestApp::spawn().await;
+    let mut good = Receiver::start().await;
+    let mut bad = Receiver::start_with(vec![Reply::status(500).with_body("nope"), Reply::status(500)]).await;
+    let good_hook = app.create_webhook(json!({"url": good.url, "event_types": ["ok"]})).await;
+    app.create_webhook(json!({"url": bad.url, "event_types": ["bad"], "retry": {"schedule": [1]}})).await;
+    for n in 0..3 {
+        app.send_event(json!({"type": "ok", "payload": {"n": n}})).await;
+        good.next().await;
+        app.next_attempt().await;
+    }
+    app.send_event(json!({"type": "bad", "payload": {"n": 9}})).await;
+    bad.next().await;
+    app.next_attempt().await;
+    app.clock.advance(std::time::Duration::from_secs(1));
+    bad.next().await;
+    app.next_attempt().await;
+
+    let (_, failed) = app.get("/v1/deliveries?status=failed").await;
+    let entry = &failed["data"][0];
+    assert_eq!(entry["event"], "bad");
+    assert_eq!(entry["payload"], json!({"n": 9}));
+    assert_eq!(entry["webhookUrl"], bad.url.as_str());
+    assert_eq!(entry["status"], "failed");
+    assert_eq!(entry["statusCode"], 500);
+    assert_eq!(entry["retryCount"], 1);
+    assert_eq!(entry["errorMessage"], "status: receiver answered 500");
+    assert!(entry["createdAt"].is_string());
+
+    let (status, stats) = app.get("/v1/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    let overall = &stats["overall"];
+    assert_eq!(overall["deliveries"], 4);
+    assert_eq!(overall["by_status"], json!({"pending": 0, "retrying": 0, "success": 3, "failed": 1}));
+    assert_eq!(overall["success_rate"], 0.75);
+    assert_eq!(overall["attempts"], 5);
+    assert!(overall["latency_ms"]["p99"].as_u64().unwrap() >= overall["latency_ms"]["p50"].as_u64().unwrap());
+    assert_eq!(stats["webhooks"].as_array().unwrap().len(), 2);
+    let (_, only_good) = app.get(&format!("/v1/stats?webhook_id={}", good_hook["id"].as_str().unwrap())).await;
+    assert_eq!(only_good["overall"]["success_rate"], 1.0);
+    let (_, empty) = app.get("/v1/stats?since=2001-01-01T00:00:00Z&until=2001-01-02T00:00:00Z").await;
+    assert_eq!(empty["overall"]["deliveries"], 0);
+    assert_eq!(empty["overall"]["success_rate"], Value::Null);
+    let (status, _) = app.get("/v1/stats?since=2001-01-02T00:00:00Z&until=2001-01-01T00:00:00Z").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn the_catalogue_informs_and_strict_mode_gates() {
+    let app = TestApp::spawn().await;
+    let (status, catalogue) = app.get("/v1/event-types").await;
+    assert_eq!(status, 200);
+    let channels: Vec<&str> = catalogue["channels"].as_array().unwrap().iter().map(|c| c["channel"].as_str().unwrap()).collect();
+    assert_eq!(channels, ["viber", "whatsapp", "wwebjs", "routee", "viber-bot"]);
+    let wwebjs = catalogue["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "wwebjs").unwrap();
+    assert_eq!(wwebjs["events"].as_array().unwrap().len(), 13);
+    assert_eq!(wwebjs["events"][0]["example"]["event"], "message_create");
+
+    assert_eq!(app.post("/v1/events", json!({"type": "made:up", "payload": {}})).await.0, 202, "unknown types pass by default");
+    let (status, account) = app.call(Method::PATCH, "/v1/account", &app.token, Some(json!({"strict_event_types": true}))).await;
+    assert_eq!(status, 200, "{account}");
+    assert_eq!(account["strict_event_types"], true);
+    let (status, body) = app.post("/v1/events", json!({"type": "made:up", "payload": {}})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("made:up"));
+    assert_eq!(app.post("/v1/events", json!({"type": "whatsapp:message:status", "payload": {}})).await.0, 202);
+}
+
+#[tokio::test]
+async fn egress_reports_the_bind_address() {
+    let app = TestApp::spawn_with(|config| config.bind_address = Some("127.0.0.1".parse().unwrap())).await;
+    let (status, egress) = app.get("/v1/egress").await;
+    assert_eq!(status, 200);
+    assert_eq!(egress["addresses"], json!(["127.0.0.1"]));
+    // Deliveries still go out from it.
+    let mut receiver = Receiver::start().await;
+    app.create_webhook(json!({"url": receiver.url, "profile": "routee"})).await;
+    app.send_event(json!({"type": "viber:campaign:status", "payload": {"trackingId": "x"}})).await;
+    assert_eq!(receiver.next().await.json()["trackingId"], "x");
+}
