@@ -29,3 +29,4 @@ pub mod signing;
 pub mod stats;
 pub mod store;
 pub mod template;
+pub mod bench;

@@ -38,6 +38,8 @@ pub enum Command {
     /// Read the delivery log.
     #[command(subcommand)]
     Deliveries(client::DeliveriesCommand),
+    /// Measure throughput, latency, CPU and memory on this machine.
+    Bench(crate::bench::BenchArgs),
 }
 
 pub fn init_tracing() {
@@ -55,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => client::send(args).await,
         Command::Webhooks(command) => client::webhooks(command).await,
         Command::Deliveries(command) => client::deliveries(command).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 

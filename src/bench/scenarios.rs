@@ -1,0 +1,301 @@
+//! The bench's scenarios. Each starts what it needs (a fresh Herald, the
+//! receiver, webhooks), drives load, and returns its figures.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use indicatif::ProgressBar;
+use serde_json::json;
+
+use super::load::{Client, run_concurrently, status_payload};
+use super::process::HeraldProcess;
+use super::receiver::BenchReceiver;
+use super::{Metric, ScenarioResult, Sizes};
+use crate::stats::percentile;
+
+const CONCURRENCY: usize = 64;
+const BATCH: usize = 100;
+const BATCH_CONCURRENCY: usize = 8;
+/// How long any scenario may wait for its deliveries before giving up.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+fn show_progress(pb: &ProgressBar, receiver: &BenchReceiver, label: &'static str, total: u64) -> tokio::task::JoinHandle<()> {
+    let (pb, counts) = (pb.clone(), receiver.counts.clone());
+    tokio::spawn(async move {
+        loop {
+            let done = counts.ok.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed);
+            pb.set_message(format!("{label}: {done}/{total} received"));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+fn finish(name: &'static str, herald: &HeraldProcess, cpu_before: f64, metrics: Vec<Metric>) -> ScenarioResult {
+    ScenarioResult {
+        name,
+        metrics,
+        herald_cpu_seconds: Some(herald.cpu_seconds() - cpu_before),
+        herald_peak_rss_mb: Some(herald.peak_rss_mb()),
+    }
+}
+
+pub async fn baseline(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
+    let receiver = BenchReceiver::start().await?;
+    let client = Client::new(&receiver.base, "none");
+    let body = json!({"type": "whatsapp:message:status", "timestamp": "2021-06-18T14:48:06Z", "data": status_payload(0)}).to_string();
+    let n = sizes.baseline;
+    let elapsed = run_concurrently(n, CONCURRENCY, move |_| {
+        let (client, body) = (client.clone(), body.clone());
+        async move { client.post("/ok", body).await.map(|_| ()) }
+    })
+    .await?;
+    Ok(ScenarioResult {
+        name: "baseline",
+        metrics: vec![Metric::new("requests/s", n as f64 / elapsed.as_secs_f64(), None)],
+        herald_cpu_seconds: None,
+        herald_peak_rss_mb: None,
+    })
+}
+
+async fn herald_with_webhook(receiver: &BenchReceiver) -> anyhow::Result<(HeraldProcess, Client)> {
+    let herald = HeraldProcess::start().await?;
+    let client = Client::new(&herald.base, &herald.token);
+    client.create_webhook(json!({"url": format!("{}/ok", receiver.base)})).await?;
+    Ok((herald, client))
+}
+
+pub async fn ingest_single(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
+    let receiver = BenchReceiver::start().await?;
+    let (herald, client) = herald_with_webhook(&receiver).await?;
+    let cpu = herald.cpu_seconds();
+    let n = sizes.ingest_single;
+    let elapsed = run_concurrently(n, CONCURRENCY, move |i| {
+        let client = client.clone();
+        async move {
+            let body = json!({"id": format!("e{i}"), "type": "whatsapp:message:status", "payload": status_payload(i)});
+            client.post("/v1/events", body.to_string()).await.map(|_| ())
+        }
+    })
+    .await?;
+    let result = finish("ingest-single", &herald, cpu, vec![Metric::new("events/s accepted", n as f64 / elapsed.as_secs_f64(), None)]);
+    herald.stop().await;
+    Ok(result)
+}
+
+async fn post_batches(client: &Client, n: usize, event_type: &'static str) -> anyhow::Result<Duration> {
+    let client = client.clone();
+    run_concurrently(n.div_ceil(BATCH), BATCH_CONCURRENCY, move |b| {
+        let client = client.clone();
+        async move {
+            let size = BATCH.min(n - b * BATCH);
+            client.post("/v1/events", Client::batch_body(event_type, b * BATCH, size)).await.map(|_| ())
+        }
+    })
+    .await
+}
+
+pub async fn ingest_batch(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
+    let receiver = BenchReceiver::start().await?;
+    let (herald, client) = herald_with_webhook(&receiver).await?;
+    let cpu = herald.cpu_seconds();
+    let n = sizes.ingest_batch;
+    let elapsed = post_batches(&client, n, "whatsapp:message:status").await?;
+    let result =
+        finish("ingest-batch", &herald, cpu, vec![Metric::new("events/s accepted", n as f64 / elapsed.as_secs_f64(), Some(50_000.0))]);
+    herald.stop().await;
+    Ok(result)
+}
+
+pub async fn end_to_end(sizes: &Sizes, pb: &ProgressBar, baseline: Option<f64>) -> anyhow::Result<ScenarioResult> {
+    let receiver = BenchReceiver::start().await?;
+    let (herald, client) = herald_with_webhook(&receiver).await?;
+    let n = sizes.end_to_end;
+    let progress = show_progress(pb, &receiver, "end-to-end", n as u64);
+    let cpu = herald.cpu_seconds();
+    let started = Instant::now();
+    post_batches(&client, n, "whatsapp:message:status").await?;
+    if !receiver.wait_until(PATIENCE, |c| c.ok.load(Ordering::Relaxed) >= n as u64).await {
+        bail!("end-to-end: not every event arrived");
+    }
+    progress.abort();
+    let elapsed = receiver.last_ok().unwrap_or_else(Instant::now) - started;
+    let rate = n as f64 / elapsed.as_secs_f64();
+    let cpu_ms = (herald.cpu_seconds() - cpu) * 1000.0 / n as f64;
+    let mut metrics = vec![Metric::new("events/s delivered", rate, None)];
+    if let Some(baseline) = baseline {
+        metrics.push(Metric::new("ratio to baseline", rate / baseline, Some(0.5)));
+    }
+    metrics.push(Metric::at_most("herald CPU ms per event", cpu_ms, 0.1));
+    let mut result = finish("end-to-end", &herald, cpu, metrics);
+    result.metrics.push(Metric::at_most("peak RSS MB", result.herald_peak_rss_mb.unwrap_or(0.0), 150.0));
+    herald.stop().await;
+    Ok(result)
+}
+
+pub async fn latency(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
+    let receiver = BenchReceiver::start().await?;
+    let (herald, client) = herald_with_webhook(&receiver).await?;
+    receiver.track_arrivals();
+    let cpu = herald.cpu_seconds();
+    let n = (sizes.latency_seconds * sizes.latency_rate) as usize;
+    let progress = show_progress(pb, &receiver, "latency", n as u64);
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(n)));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / sizes.latency_rate as f64));
+    let mut requests = Vec::with_capacity(n);
+    for i in 0..n {
+        ticker.tick().await;
+        let (client, sent) = (client.clone(), sent.clone());
+        requests.push(tokio::spawn(async move {
+            let id = format!("lat{i}");
+            let body = json!({"id": id, "type": "whatsapp:message:status", "payload": status_payload(i)}).to_string();
+            sent.lock().unwrap().insert(id, Instant::now());
+            client.post("/v1/events", body).await.map(|_| ())
+        }));
+    }
+    for request in requests {
+        request.await??;
+    }
+    if !receiver.wait_until(PATIENCE, |c| c.ok.load(Ordering::Relaxed) >= n as u64).await {
+        bail!("latency: not every event arrived");
+    }
+    progress.abort();
+    let arrivals = receiver.take_arrivals();
+    let sent = sent.lock().unwrap();
+    let mut micros: Vec<u64> = sent
+        .iter()
+        .filter_map(|(id, at)| arrivals.get(id).map(|arrived| arrived.saturating_duration_since(*at).as_micros() as u64))
+        .collect();
+    micros.sort_unstable();
+    let ms = |p: f64| percentile(&micros, p) as f64 / 1000.0;
+    let metrics = vec![
+        Metric::at_most("p50 ms", ms(50.0), 2.0),
+        Metric::at_most("p99 ms", ms(99.0), 8.0),
+        Metric::at_most("p99.9 ms", ms(99.9), 25.0),
+        Metric::new("max ms", micros.last().copied().unwrap_or(0) as f64 / 1000.0, None),
+    ];
+    let result = finish("latency", &herald, cpu, metrics);
+    herald.stop().await;
+    Ok(result)
+}
+
+pub async fn fan_out(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
+    let receiver = BenchReceiver::start().await?;
+    let herald = HeraldProcess::start().await?;
+    let client = Client::new(&herald.base, &herald.token);
+    for w in 0..sizes.fan_out_webhooks {
+        client.create_webhook(json!({"url": format!("{}/ok/{w}", receiver.base)})).await?;
+    }
+    let total = (sizes.fan_out_events * sizes.fan_out_webhooks) as u64;
+    let progress = show_progress(pb, &receiver, "fan-out", total);
+    let cpu = herald.cpu_seconds();
+    let started = Instant::now();
+    post_batches(&client, sizes.fan_out_events, "whatsapp:message:status").await?;
+    if !receiver.wait_until(PATIENCE, |c| c.ok.load(Ordering::Relaxed) >= total).await {
+        bail!("fan-out: not every delivery arrived");
+    }
+    progress.abort();
+    let elapsed = receiver.last_ok().unwrap_or_else(Instant::now) - started;
+    let result = finish("fan-out", &herald, cpu, vec![Metric::new("deliveries/s", total as f64 / elapsed.as_secs_f64(), Some(20_000.0))]);
+    herald.stop().await;
+    Ok(result)
+}
+
+/// Healthy deliveries per second and their p99 latency, with `failing`
+/// webhooks that answer 500 (and retry every second) beside 10 healthy ones.
+async fn healthy_under(sizes: &Sizes, failing: usize) -> anyhow::Result<(f64, f64, HeraldProcess, f64)> {
+    const HEALTHY: usize = 10;
+    let receiver = BenchReceiver::start().await?;
+    let herald = HeraldProcess::start().await?;
+    let client = Client::new(&herald.base, &herald.token);
+    for w in 0..HEALTHY {
+        client.create_webhook(json!({"url": format!("{}/ok/{w}", receiver.base)})).await?;
+    }
+    for w in 0..failing {
+        let retry = json!({"schedule": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]});
+        client.create_webhook(json!({"url": format!("{}/fail/{w}", receiver.base), "retry": retry})).await?;
+    }
+    receiver.track_arrivals();
+    let n = sizes.failing_events;
+    let total = (n * HEALTHY) as u64;
+    let cpu = herald.cpu_seconds();
+    let sent: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(vec![Instant::now(); n.div_ceil(BATCH)]));
+    let started = Instant::now();
+    let (batch_client, batch_sent) = (client.clone(), sent.clone());
+    run_concurrently(n.div_ceil(BATCH), BATCH_CONCURRENCY, move |b| {
+        let (client, sent) = (batch_client.clone(), batch_sent.clone());
+        async move {
+            sent.lock().unwrap()[b] = Instant::now();
+            let size = BATCH.min(n - b * BATCH);
+            client.post("/v1/events", Client::batch_body("t", b * BATCH, size)).await.map(|_| ())
+        }
+    })
+    .await?;
+    if !receiver.wait_until(PATIENCE, |c| c.ok.load(Ordering::Relaxed) >= total).await {
+        bail!("failing receiver: healthy deliveries did not all arrive");
+    }
+    let elapsed = receiver.last_ok().unwrap_or_else(Instant::now) - started;
+    let arrivals = receiver.take_arrivals();
+    let sent = sent.lock().unwrap();
+    let mut micros: Vec<u64> = (0..n)
+        .filter_map(|i| {
+            let arrived = arrivals.get(&format!("e{i}"))?;
+            Some(arrived.saturating_duration_since(sent[i / BATCH]).as_micros() as u64)
+        })
+        .collect();
+    micros.sort_unstable();
+    Ok((total as f64 / elapsed.as_secs_f64(), percentile(&micros, 99.0) as f64 / 1000.0, herald, cpu))
+}
+
+pub async fn failing_receiver(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
+    pb.set_message("failing receiver: healthy webhooks alone");
+    let (alone_rate, alone_p99, herald, _) = healthy_under(sizes, 0).await?;
+    herald.stop().await;
+    pb.set_message("failing receiver: beside as many failing ones");
+    let (rate, p99, herald, cpu) = healthy_under(sizes, 10).await?;
+    let metrics = vec![
+        Metric::new("healthy deliveries/s alone", alone_rate, None),
+        Metric::new("healthy deliveries/s with failing", rate, None),
+        Metric::new("throughput kept", rate / alone_rate, Some(0.8)),
+        Metric::new("healthy p99 ms alone", alone_p99, None),
+        Metric::new("healthy p99 ms with failing", p99, None),
+        Metric::at_most("p99 growth", p99 / alone_p99.max(0.001), 1.2),
+    ];
+    let result = finish("failing-receiver", &herald, cpu, metrics);
+    herald.stop().await;
+    Ok(result)
+}
+
+pub async fn scheduled_backlog(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
+    let receiver = BenchReceiver::start().await?;
+    let herald = HeraldProcess::start().await?;
+    let client = Client::new(&herald.base, &herald.token);
+    // Each delivery fails once, then waits ten hours for its retry.
+    client.create_webhook(json!({"url": format!("{}/fail", receiver.base), "retry": {"schedule": [36000]}})).await?;
+    let n = sizes.backlog;
+    let progress = show_progress(pb, &receiver, "scheduled backlog", n as u64);
+    let cpu_start = herald.cpu_seconds();
+    post_batches(&client, n, "whatsapp:message:status").await?;
+    if !receiver.wait_until(PATIENCE, |c| c.failed.load(Ordering::Relaxed) >= n as u64).await {
+        bail!("scheduled backlog: not every first attempt was made");
+    }
+    progress.abort();
+    pb.set_message("scheduled backlog: measuring idle CPU");
+    // Let the last attempts be recorded, then watch a quiet Herald.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_from = herald.cpu_seconds();
+    let watch = Duration::from_secs(sizes.idle_seconds);
+    tokio::time::sleep(watch).await;
+    let idle_percent = (herald.cpu_seconds() - idle_from) / watch.as_secs_f64() * 100.0;
+    let metrics = vec![
+        Metric::new("deliveries waiting", n as f64, None),
+        Metric::at_most("peak RSS MB", herald.peak_rss_mb(), 200.0),
+        Metric::new("database MB", herald.database_mb(), None),
+        Metric::at_most("idle CPU % of a core", idle_percent, 1.0),
+    ];
+    let result = finish("scheduled-backlog", &herald, cpu_start, metrics);
+    herald.stop().await;
+    Ok(result)
+}
