@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
@@ -45,17 +44,20 @@ impl Application {
         if let Some(db_path) = store::sqlite_path(&config.database) {
             record_credentials(&credentials::path_for_database(&db_path), &bootstrap, local_addr)?;
         }
-        let wake = Arc::new(Notify::new());
         if let Some(env) = &config.env_webhook {
             crate::env_webhook::apply(&*store, &bootstrap.first_account_id, env, config.allow_private_targets, now)
                 .await?;
         }
         let outbound = Outbound::new(config.allow_private_targets, config.bind_address)?;
-        let engine = Engine::new(store.clone(), clock.clone(), outbound.clone(), wake.clone(), config.engine.clone());
+        let engine = Engine::new(store.clone(), clock.clone(), outbound.clone(), config.engine.clone());
+        let n_due = engine.load_schedule().await.context("loading the delivery schedule")?;
+        if n_due > 0 {
+            tracing::info!(webhooks = n_due, "webhooks with unfinished deliveries");
+        }
         let state = AppState {
             store,
             clock,
-            wake,
+            engine: engine.clone(),
             allow_private_targets: config.allow_private_targets,
             outbound,
             bind_address: config.bind_address,

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod catalogue;
 pub mod cli;
 pub mod clock;
@@ -29,4 +30,3 @@ pub mod signing;
 pub mod stats;
 pub mod store;
 pub mod template;
-pub mod bench;

@@ -225,6 +225,9 @@ pub struct IngestOutcome {
     pub deliveries: u32,
     /// True when the id was seen before: nothing new was created.
     pub duplicate: bool,
+    /// The webhooks that got a new delivery (for the engine's schedule).
+    #[serde(skip)]
+    pub webhook_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -268,7 +271,8 @@ pub struct DueDelivery {
     pub event_type: String,
     pub event_timestamp: Timestamp,
     pub payload: String,
-    pub webhook: Webhook,
+    /// Shared by every delivery of one claim.
+    pub webhook: std::sync::Arc<Webhook>,
 }
 
 /// What happens to a delivery after an attempt.

@@ -92,7 +92,7 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let delivery = state.store.retry_delivery(&account_id, &id, state.clock.now()).await?;
-    state.wake.notify_one();
+    state.engine.mark_due([delivery.webhook_id.as_str()], state.clock.now());
     Ok((StatusCode::ACCEPTED, Json(delivery_json(&delivery))))
 }
 

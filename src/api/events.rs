@@ -79,9 +79,8 @@ pub async fn ingest(
         vec![parse_json::<EventIn>(&body)?.into_new_event("")?]
     };
     let outcomes = state.store.ingest(&account_id, events, state.clock.now()).await?;
-    if outcomes.iter().any(|o| o.deliveries > 0 && !o.duplicate) {
-        state.wake.notify_one();
-    }
+    let now = state.clock.now();
+    state.engine.mark_due(outcomes.iter().flat_map(|o| o.webhook_ids.iter().map(String::as_str)), now);
     if is_batch {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "events": outcomes }))));
     }

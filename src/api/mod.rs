@@ -15,7 +15,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
 use crate::error::{ApiError, ErrorCode};
@@ -29,8 +28,8 @@ pub use webhooks::{TEST_EVENT_TYPE, validate_url};
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: SharedClock,
-    /// Wakes the delivery engine after new work is committed.
-    pub wake: Arc<Notify>,
+    /// Told of new work once it is committed.
+    pub engine: Arc<crate::delivery::Engine>,
     pub allow_private_targets: bool,
     /// For calls Herald makes while answering a request (Viber's
     /// verification callback).

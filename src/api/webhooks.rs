@@ -437,6 +437,6 @@ pub async fn send_test(
         timestamp: None,
     };
     let outcome = state.store.ingest(&account_id, vec![event], state.clock.now()).await?;
-    state.wake.notify_one();
+    state.engine.mark_due(outcome[0].webhook_ids.iter().map(String::as_str), state.clock.now());
     Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(&outcome[0]).expect("outcomes serialise"))))
 }

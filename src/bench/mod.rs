@@ -100,7 +100,11 @@ impl Metric {
     fn verdict(&self) -> &'static str {
         match self.bar {
             None => "",
-            Some(bar) if (self.lower_is_better && self.value <= bar) || (!self.lower_is_better && self.value >= bar) => "pass",
+            Some(bar)
+                if (self.lower_is_better && self.value <= bar) || (!self.lower_is_better && self.value >= bar) =>
+            {
+                "pass"
+            }
             Some(_) => "MISS",
         }
     }
@@ -114,8 +118,16 @@ pub struct ScenarioResult {
     pub herald_peak_rss_mb: Option<f64>,
 }
 
-const SCENARIOS: &[&str] =
-    &["baseline", "ingest-single", "ingest-batch", "end-to-end", "latency", "fan-out", "failing-receiver", "scheduled-backlog"];
+const SCENARIOS: &[&str] = &[
+    "baseline",
+    "ingest-single",
+    "ingest-batch",
+    "end-to-end",
+    "latency",
+    "fan-out",
+    "failing-receiver",
+    "scheduled-backlog",
+];
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     crate::http_client::install_tls_provider();
@@ -165,11 +177,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 fn print_table(results: &[ScenarioResult], quick: bool) {
     println!();
-    println!("herald bench{} on {} cores", if quick { " --quick" } else { "" }, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    println!("{:<18} {:<34} {:>14} {:>10} {:>5} {:>9} {:>9}", "scenario", "metric", "value", "bar", "", "CPU s", "RSS MB");
+    println!(
+        "herald bench{} on {} cores",
+        if quick { " --quick" } else { "" },
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    println!(
+        "{:<18} {:<34} {:>14} {:>10} {:>5} {:>9} {:>9}",
+        "scenario", "metric", "value", "bar", "", "CPU s", "RSS MB"
+    );
     for result in results {
         for (i, metric) in result.metrics.iter().enumerate() {
-            let bar = metric.bar.map(|b| format!("{}{b}", if metric.lower_is_better { "<=" } else { ">=" })).unwrap_or_default();
+            let bar = metric
+                .bar
+                .map(|b| format!("{}{b}", if metric.lower_is_better { "<=" } else { ">=" }))
+                .unwrap_or_default();
             let (cpu, rss) = if i == 0 {
                 (
                     result.herald_cpu_seconds.map(|c| format!("{c:.2}")).unwrap_or_else(|| "-".into()),

@@ -22,7 +22,12 @@ const BATCH_CONCURRENCY: usize = 8;
 /// How long any scenario may wait for its deliveries before giving up.
 const PATIENCE: Duration = Duration::from_secs(600);
 
-fn show_progress(pb: &ProgressBar, receiver: &BenchReceiver, label: &'static str, total: u64) -> tokio::task::JoinHandle<()> {
+fn show_progress(
+    pb: &ProgressBar,
+    receiver: &BenchReceiver,
+    label: &'static str,
+    total: u64,
+) -> tokio::task::JoinHandle<()> {
     let (pb, counts) = (pb.clone(), receiver.counts.clone());
     tokio::spawn(async move {
         loop {
@@ -45,7 +50,9 @@ fn finish(name: &'static str, herald: &HeraldProcess, cpu_before: f64, metrics: 
 pub async fn baseline(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
     let receiver = BenchReceiver::start().await?;
     let client = Client::new(&receiver.base, "none");
-    let body = json!({"type": "whatsapp:message:status", "timestamp": "2021-06-18T14:48:06Z", "data": status_payload(0)}).to_string();
+    let body =
+        json!({"type": "whatsapp:message:status", "timestamp": "2021-06-18T14:48:06Z", "data": status_payload(0)})
+            .to_string();
     let n = sizes.baseline;
     let elapsed = run_concurrently(n, CONCURRENCY, move |_| {
         let (client, body) = (client.clone(), body.clone());
@@ -80,7 +87,12 @@ pub async fn ingest_single(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<S
         }
     })
     .await?;
-    let result = finish("ingest-single", &herald, cpu, vec![Metric::new("events/s accepted", n as f64 / elapsed.as_secs_f64(), None)]);
+    let result = finish(
+        "ingest-single",
+        &herald,
+        cpu,
+        vec![Metric::new("events/s accepted", n as f64 / elapsed.as_secs_f64(), None)],
+    );
     herald.stop().await;
     Ok(result)
 }
@@ -103,8 +115,12 @@ pub async fn ingest_batch(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<Sc
     let cpu = herald.cpu_seconds();
     let n = sizes.ingest_batch;
     let elapsed = post_batches(&client, n, "whatsapp:message:status").await?;
-    let result =
-        finish("ingest-batch", &herald, cpu, vec![Metric::new("events/s accepted", n as f64 / elapsed.as_secs_f64(), Some(50_000.0))]);
+    let result = finish(
+        "ingest-batch",
+        &herald,
+        cpu,
+        vec![Metric::new("events/s accepted", n as f64 / elapsed.as_secs_f64(), Some(50_000.0))],
+    );
     herald.stop().await;
     Ok(result)
 }
@@ -166,7 +182,9 @@ pub async fn latency(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<Scenario
     let sent = sent.lock().unwrap();
     let mut micros: Vec<u64> = sent
         .iter()
-        .filter_map(|(id, at)| arrivals.get(id).map(|arrived| arrived.saturating_duration_since(*at).as_micros() as u64))
+        .filter_map(|(id, at)| {
+            arrivals.get(id).map(|arrived| arrived.saturating_duration_since(*at).as_micros() as u64)
+        })
         .collect();
     micros.sort_unstable();
     let ms = |p: f64| percentile(&micros, p) as f64 / 1000.0;
@@ -198,7 +216,12 @@ pub async fn fan_out(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<Scenario
     }
     progress.abort();
     let elapsed = receiver.last_ok().unwrap_or_else(Instant::now) - started;
-    let result = finish("fan-out", &herald, cpu, vec![Metric::new("deliveries/s", total as f64 / elapsed.as_secs_f64(), Some(20_000.0))]);
+    let result = finish(
+        "fan-out",
+        &herald,
+        cpu,
+        vec![Metric::new("deliveries/s", total as f64 / elapsed.as_secs_f64(), Some(20_000.0))],
+    );
     herald.stop().await;
     Ok(result)
 }

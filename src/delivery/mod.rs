@@ -1,12 +1,17 @@
-//! The delivery engine: claims due deliveries from the store and sends
-//! each through its webhook's lane. One step function (`dispatch_due`) plus
-//! a loop around it. The loop never polls: it sleeps on the clock until the
-//! next delivery falls due, or until ingest, a manual retry or a lane
-//! freeing up wakes it.
+//! The delivery engine: claims due deliveries from the store, webhook by
+//! webhook, and sends each through its webhook's lane. One step function
+//! (`dispatch_due`) plus a loop around it.
+//!
+//! The engine keeps a schedule in memory: for each webhook with unfinished
+//! deliveries, when the first falls due. Ingest, manual retries and
+//! scheduled retries update it; the store corrects it on every claim. So
+//! the loop never polls and never scans: it sleeps on the clock until the
+//! earliest due time of a webhook with room, or until something changes,
+//! and each claim reads one webhook's due rows through an index.
 //!
 //! Lanes keep one slow receiver from starving the others: each webhook has
-//! its own concurrency cap, and a webhook with a full queue is left out of
-//! claims until its queue drains.
+//! its own concurrency cap and holds at most `lane_limit` claimed
+//! deliveries; it is claimed for again only once it has drained to half.
 
 mod attempt;
 
@@ -49,8 +54,8 @@ impl Default for EngineConfig {
     }
 }
 
-/// The most deliveries one claim takes.
-const CLAIM_BATCH: usize = 256;
+/// The most webhooks one claim serves; more wait for the next round.
+const WEBHOOKS_PER_CLAIM: usize = 128;
 
 struct Lane {
     permits: Arc<Semaphore>,
@@ -58,33 +63,47 @@ struct Lane {
     queued: usize,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    at: Timestamp,
+    /// The `Schedule::epoch` of the last `mark_due` that set it.
+    epoch: u64,
+}
+
 #[derive(Default)]
-struct Lanes {
-    by_webhook: HashMap<String, Lane>,
+struct Schedule {
+    /// Webhooks with claimed deliveries in memory.
+    lanes: HashMap<String, Lane>,
+    /// For each webhook with unfinished deliveries, when the first is due.
+    due: HashMap<String, Due>,
+    /// Counts `mark_due` calls, to tell a claim's view from a newer one.
+    epoch: u64,
     /// The sum of every lane's `queued`.
     total_queued: usize,
+    /// Deliveries being attempted here (a lease that runs out mid-attempt
+    /// must not start a second attempt).
+    in_flight: HashSet<String>,
 }
 
 /// What one dispatch step did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dispatched {
-    /// Deliveries the claim returned.
-    pub n: usize,
-    /// Deliveries it asked for: `n == limit` means more may be due.
-    pub limit: usize,
-    /// Webhooks the claim left out (their lanes were full).
-    pub excluded: Vec<String>,
+    /// Deliveries claimed.
+    pub claimed: usize,
+    /// When to look again at the latest, if anything is scheduled.
+    pub next_wake: Option<Timestamp>,
+    /// More is due right now than one step took.
+    pub more_now: bool,
 }
 
 pub struct Engine {
     store: Arc<dyn Store>,
     clock: SharedClock,
     outbound: Outbound,
-    wake: Arc<Notify>,
+    wake: Notify,
     config: EngineConfig,
-    // std Mutexes, not Tokio ones: nothing async happens while they are held.
-    lanes: Mutex<Lanes>,
-    in_flight_ids: Mutex<HashSet<String>>,
+    // A std Mutex, not a Tokio one: nothing async happens while it is held.
+    schedule: Mutex<Schedule>,
     /// Held while a request is being sent: bounds concurrent sends.
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
@@ -94,22 +113,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
-        store: Arc<dyn Store>,
-        clock: SharedClock,
-        outbound: Outbound,
-        wake: Arc<Notify>,
-        config: EngineConfig,
-    ) -> Arc<Engine> {
+    pub fn new(store: Arc<dyn Store>, clock: SharedClock, outbound: Outbound, config: EngineConfig) -> Arc<Engine> {
         Arc::new(Engine {
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             store,
             clock,
             outbound,
-            wake,
+            wake: Notify::new(),
             config,
-            lanes: Mutex::new(Lanes::default()),
-            in_flight_ids: Mutex::new(HashSet::new()),
+            schedule: Mutex::new(Schedule::default()),
             tasks: TaskTracker::new(),
             recorded: broadcast::channel(1024).0,
         })
@@ -120,79 +132,147 @@ impl Engine {
         self.recorded.subscribe()
     }
 
-    /// A webhook's lane is full at this many claimed deliveries; it is then
-    /// left out of claims until it drains.
-    fn lane_limit(&self) -> usize {
-        self.config.per_webhook_concurrency * 4
+    /// Loads the schedule from the store (at start).
+    pub async fn load_schedule(&self) -> anyhow::Result<usize> {
+        let due = self.store.due_webhooks().await?;
+        let n = due.len();
+        let mut schedule = self.schedule.lock().unwrap();
+        for (webhook_id, at) in due {
+            schedule.due.insert(webhook_id, Due { at, epoch: 0 });
+        }
+        Ok(n)
     }
 
-    /// Claimed deliveries held in memory at most (a claim may overshoot by
-    /// one batch): bounds memory however large the backlog.
+    /// Tells the engine that `webhook_id` has a delivery due at `at` (new
+    /// events, a manual retry, a scheduled retry).
+    pub fn mark_due<'a>(&self, webhook_ids: impl IntoIterator<Item = &'a str>, at: Timestamp) {
+        let mut schedule = self.schedule.lock().unwrap();
+        schedule.epoch += 1;
+        let epoch = schedule.epoch;
+        let mut changed = false;
+        for webhook_id in webhook_ids {
+            let entry = schedule.due.entry(webhook_id.to_owned()).or_insert(Due { at, epoch });
+            entry.epoch = epoch;
+            if at <= entry.at {
+                entry.at = at;
+                changed = true;
+            }
+        }
+        drop(schedule);
+        if changed {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A lane holds at most this many claimed deliveries.
+    fn lane_limit(&self) -> usize {
+        self.config.per_webhook_concurrency * 8
+    }
+
+    /// Claimed deliveries held in memory across lanes before only idle
+    /// webhooks are claimed for: bounds memory however large the backlog.
     fn queue_limit(&self) -> usize {
         self.config.max_in_flight * 2
     }
 
-    /// How many deliveries to claim and which webhooks to leave out. A
-    /// webhook whose lane is full is left out. When the engine as a whole
-    /// holds all it may, only webhooks with nothing queued are claimed for,
-    /// a few at a time, so a backlogged receiver never starves an idle one.
-    fn claim_plan(&self) -> (usize, Vec<String>) {
-        let lanes = self.lanes.lock().unwrap();
-        let room = self.queue_limit().saturating_sub(lanes.total_queued);
-        if room > 0 {
-            let limit = self.lane_limit();
-            let saturated = lanes.by_webhook.iter().filter(|(_, l)| l.queued >= limit).map(|(id, _)| id.clone());
-            (room.min(CLAIM_BATCH), saturated.collect())
-        } else {
-            (self.config.per_webhook_concurrency.min(CLAIM_BATCH), lanes.by_webhook.keys().cloned().collect())
+    /// Which webhooks to claim for now and how many each; and when to look
+    /// again if nothing else happens.
+    fn plan(&self, now: Timestamp) -> (Vec<(String, usize)>, Option<Timestamp>, u64) {
+        let schedule = self.schedule.lock().unwrap();
+        let full = schedule.total_queued >= self.queue_limit();
+        let (limit, low_water) = (self.lane_limit(), self.lane_limit() / 2);
+        let mut wants = Vec::new();
+        let mut next_wake: Option<Timestamp> = None;
+        for (webhook_id, Due { at, .. }) in &schedule.due {
+            let queued = schedule.lanes.get(webhook_id).map_or(0, |lane| lane.queued);
+            // A lane above half is left alone; draining to half wakes us.
+            if queued > low_water || (full && queued > 0) {
+                continue;
+            }
+            if *at <= now {
+                if wants.len() < WEBHOOKS_PER_CLAIM {
+                    wants.push((webhook_id.clone(), limit - queued));
+                } else {
+                    next_wake = Some(now);
+                }
+            } else {
+                next_wake = Some(next_wake.map_or(*at, |w| w.min(*at)));
+            }
         }
+        (wants, next_wake, schedule.epoch)
     }
 
     /// Claims what is due now and starts sending it.
     pub async fn dispatch_due(self: &Arc<Self>) -> anyhow::Result<Dispatched> {
-        let (limit, excluded) = self.claim_plan();
         let now = self.clock.now();
+        let (wants, next_wake, planned_at) = self.plan(now);
+        if wants.is_empty() {
+            return Ok(Dispatched { claimed: 0, next_wake, more_now: false });
+        }
         let lease_until = Timestamp(now.0.saturating_add(self.config.lease.as_millis() as i64));
-        let batch = self.store.claim_due(now, lease_until, limit, excluded.clone()).await?;
-        let n = batch.len();
-        for due in batch {
-            // A lease that ran out while the attempt is still under way here
-            // is claimed again; the attempt already running wins.
-            if !self.in_flight_ids.lock().unwrap().insert(due.delivery_id.clone()) {
-                continue;
+        let batches = self.store.claim_due(now, lease_until, wants).await?;
+        let mut claimed = 0;
+        let mut more_now = next_wake.is_some_and(|w| w <= now);
+        for batch in batches {
+            {
+                let mut schedule = self.schedule.lock().unwrap();
+                let marked_since = schedule.due.get(&batch.webhook_id).filter(|d| d.epoch > planned_at).copied();
+                match (marked_since, batch.next_due) {
+                    // Something newer than the claim's view: keep the earlier time.
+                    (Some(marked), Some(at)) => {
+                        schedule.due.insert(batch.webhook_id.clone(), Due { at: at.min(marked.at), ..marked });
+                    }
+                    (Some(_), None) => {}
+                    // The store's answer is the truth as of the claim.
+                    (None, Some(at)) => {
+                        schedule.due.insert(batch.webhook_id.clone(), Due { at, epoch: planned_at });
+                    }
+                    (None, None) => {
+                        schedule.due.remove(&batch.webhook_id);
+                    }
+                }
             }
-            let lane = self.enter_lane(&due.webhook.id);
-            let engine = self.clone();
-            self.tasks.spawn(async move { engine.deliver(due, lane).await });
+            if batch.next_due.is_some_and(|at| at <= now) {
+                more_now = true;
+            }
+            for due in batch.deliveries {
+                let lane = {
+                    let mut schedule = self.schedule.lock().unwrap();
+                    if !schedule.in_flight.insert(due.delivery_id.clone()) {
+                        continue;
+                    }
+                    schedule.total_queued += 1;
+                    let lane = schedule.lanes.entry(batch.webhook_id.clone()).or_insert_with(|| Lane {
+                        permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
+                        queued: 0,
+                    });
+                    lane.queued += 1;
+                    lane.permits.clone()
+                };
+                claimed += 1;
+                let engine = self.clone();
+                self.tasks.spawn(async move { engine.deliver(due, lane).await });
+            }
         }
-        Ok(Dispatched { n, limit, excluded })
+        let (_, next_wake, _) = self.plan(now);
+        Ok(Dispatched { claimed, next_wake, more_now })
     }
 
-    fn enter_lane(&self, webhook_id: &str) -> Arc<Semaphore> {
-        let mut lanes = self.lanes.lock().unwrap();
-        lanes.total_queued += 1;
-        let lane = lanes.by_webhook.entry(webhook_id.to_owned()).or_insert_with(|| Lane {
-            permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
-            queued: 0,
-        });
-        lane.queued += 1;
-        lane.permits.clone()
-    }
-
-    fn leave_lane(&self, webhook_id: &str) {
-        let mut lanes = self.lanes.lock().unwrap();
-        let was_full = lanes.total_queued >= self.queue_limit();
-        lanes.total_queued -= 1;
-        let Some(lane) = lanes.by_webhook.get_mut(webhook_id) else {
-            return;
-        };
-        let was_saturated = lane.queued >= self.lane_limit();
+    fn leave_lane(&self, due: &DueDelivery) {
+        let mut schedule = self.schedule.lock().unwrap();
+        schedule.in_flight.remove(&due.delivery_id);
+        let was_full = schedule.total_queued >= self.queue_limit();
+        schedule.total_queued -= 1;
+        let low_water = self.lane_limit() / 2;
+        let Some(lane) = schedule.lanes.get_mut(&due.webhook.id) else { return };
         lane.queued -= 1;
+        let reached_low_water = lane.queued == low_water;
         if lane.queued == 0 {
-            lanes.by_webhook.remove(webhook_id);
+            schedule.lanes.remove(&due.webhook.id);
         }
-        if was_saturated || was_full {
-            // Due deliveries were left unclaimed for want of room; look again.
+        drop(schedule);
+        if reached_low_water || was_full {
+            // This webhook (or the engine) has room again: claim for it.
             self.wake.notify_one();
         }
     }
@@ -207,38 +287,33 @@ impl Engine {
             let record = perform(&self.outbound, &*self.clock, &due, sample).await;
             match self.store.record_attempt(record.clone(), self.clock.now()).await {
                 Ok(()) => {
-                    if matches!(record.next, NextStep::RetryAt(_)) {
-                        // The dispatcher may be asleep until a later time
-                        // (this delivery's lease): have it look again.
-                        self.wake.notify_one();
+                    if let NextStep::RetryAt(at) = record.next {
+                        self.mark_due([due.webhook.id.as_str()], at);
                     }
                     let _ = self.recorded.send(record);
                 }
                 // The lease stays; the delivery is attempted again when it
                 // runs out or at the next start.
-                Err(err) => {
-                    tracing::error!(delivery = %due.delivery_id, error = %err, "could not record an attempt")
-                }
+                Err(err) => tracing::error!(delivery = %due.delivery_id, error = %err, "could not record an attempt"),
             }
         }
-        self.in_flight_ids.lock().unwrap().remove(&due.delivery_id);
-        self.leave_lane(&due.webhook.id);
+        self.leave_lane(&due);
     }
 
     /// Runs until `shutdown`, then waits up to the grace period for
     /// attempts in flight.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let next_due = match self.dispatch_due().await {
-                Ok(step) if step.n == step.limit => continue,
-                Ok(step) => self.next_due(step.excluded).await,
+            let next_wake = match self.dispatch_due().await {
+                Ok(step) if step.more_now => continue,
+                Ok(step) => step.next_wake,
                 Err(err) => {
                     tracing::error!(error = %err, "claiming due deliveries failed");
                     Some(self.clock.after(self.clock.now(), Duration::from_secs(1)))
                 }
             };
             let sleep = async {
-                match next_due {
+                match next_wake {
                     Some(at) => self.clock.sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -252,17 +327,6 @@ impl Engine {
         self.tasks.close();
         if tokio::time::timeout(self.config.shutdown_grace, self.tasks.wait()).await.is_err() {
             tracing::warn!("shutdown: attempts still in flight were abandoned; they run again at the next start");
-        }
-    }
-
-    /// When to look again: the next due time of a webhook with room.
-    async fn next_due(&self, excluded: Vec<String>) -> Option<Timestamp> {
-        match self.store.next_due_at(excluded).await {
-            Ok(next) => next,
-            Err(err) => {
-                tracing::error!(error = %err, "reading the next due time failed");
-                Some(self.clock.after(self.clock.now(), Duration::from_secs(1)))
-            }
         }
     }
 }

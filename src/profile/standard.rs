@@ -82,7 +82,8 @@ mod tests {
                 previous_secret: previous,
                 created_at: Timestamp(0),
                 updated_at: Timestamp(0),
-            },
+            }
+            .into(),
         }
     }
 

@@ -30,6 +30,15 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What one claim took for one webhook.
+#[derive(Debug)]
+pub struct ClaimedBatch {
+    pub webhook_id: String,
+    pub deliveries: Vec<DueDelivery>,
+    /// When the webhook's next unclaimed delivery falls due, if it has one.
+    pub next_due: Option<Timestamp>,
+}
+
 /// What the first start of a database created.
 #[derive(Debug, Default)]
 pub struct Bootstrap {
@@ -67,18 +76,18 @@ pub trait Store: Send + Sync + 'static {
     async fn ingest(&self, account_id: &str, events: Vec<NewEvent>, now: Timestamp) -> StoreResult<Vec<IngestOutcome>>;
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<Event>>;
 
-    /// Claims up to `limit` deliveries due at `now` whose webhook is not in
-    /// `exclude_webhooks`, leasing them until `lease_until`. Deliveries of a
-    /// disabled or deleted webhook are failed instead of returned.
+    /// For each `(webhook_id, limit)`, claims up to `limit` of that
+    /// webhook's deliveries due at `now`, leasing them until `lease_until`,
+    /// and tells when its next unclaimed delivery falls due. Deliveries of
+    /// a disabled or deleted webhook are failed instead of returned.
     async fn claim_due(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: usize,
-        exclude_webhooks: Vec<String>,
-    ) -> StoreResult<Vec<DueDelivery>>;
-    /// When the next delivery falls due, ignoring `exclude_webhooks`.
-    async fn next_due_at(&self, exclude_webhooks: Vec<String>) -> StoreResult<Option<Timestamp>>;
+        wants: Vec<(String, usize)>,
+    ) -> StoreResult<Vec<ClaimedBatch>>;
+    /// Every webhook with unfinished deliveries and when the first falls due.
+    async fn due_webhooks(&self) -> StoreResult<Vec<(String, Timestamp)>>;
     /// Records an attempt and the delivery's next step.
     async fn record_attempt(&self, record: AttemptRecord, now: Timestamp) -> StoreResult<()>;
     /// Makes every leased delivery due at `now` (a single node's restart).

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::sqlite_pool::{Pool, internal};
-use super::{Bootstrap, Store, StoreError, StoreResult};
+use super::{Bootstrap, ClaimedBatch, Store, StoreError, StoreResult};
 use crate::model::{
     Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, ErrorClass, Event,
     IngestOutcome, NewEvent, NextStep, Principal, RetiringSecret, Timestamp, Webhook, new_id,
@@ -81,7 +82,7 @@ CREATE TABLE deliveries (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at) WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX deliveries_by_account ON deliveries (account_id, id);
 CREATE TABLE attempts (
     seq INTEGER PRIMARY KEY,
@@ -447,69 +448,28 @@ impl Store for SqliteStore {
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: usize,
-        exclude_webhooks: Vec<String>,
-    ) -> StoreResult<Vec<DueDelivery>> {
+        wants: Vec<(String, usize)>,
+    ) -> StoreResult<Vec<ClaimedBatch>> {
         self.pool
             .write(move |conn| {
-                let sql = format!(
-                    "SELECT d.id, d.n_attempts, d.final_attempt, d.event_id, d.event_type, e.timestamp, e.payload, \
-                     w.enabled, w.deleted, {WEBHOOK_COLUMNS} \
-                     FROM deliveries d JOIN events e ON e.seq = d.event_seq JOIN webhooks w ON w.id = d.webhook_id \
-                     WHERE d.next_attempt_at <= ?1 AND d.webhook_id NOT IN (SELECT value FROM json_each(?2)) \
-                     ORDER BY d.next_attempt_at LIMIT ?3"
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params![now.0, to_json(&exclude_webhooks), limit as i64], |row| {
-                    let enabled: bool = row.get(7)?;
-                    let deleted: bool = row.get(8)?;
-                    let due = DueDelivery {
-                        delivery_id: row.get(0)?,
-                        n_attempts: row.get(1)?,
-                        final_attempt: row.get(2)?,
-                        event_id: row.get(3)?,
-                        event_type: row.get(4)?,
-                        event_timestamp: Timestamp(row.get(5)?),
-                        payload: row.get(6)?,
-                        webhook: webhook_from_row(row, 9)?,
-                    };
-                    Ok((due, enabled, deleted))
-                })?;
-                let mut claimed = Vec::with_capacity(limit);
-                let mut cancelled = Vec::new();
-                for row in rows {
-                    let (due, enabled, deleted) = row?;
-                    match (deleted, enabled) {
-                        (true, _) => cancelled.push((due.delivery_id, "webhook deleted")),
-                        (false, false) => cancelled.push((due.delivery_id, "webhook disabled")),
-                        (false, true) => claimed.push(due),
-                    }
+                let mut batches = Vec::with_capacity(wants.len());
+                for (webhook_id, limit) in wants {
+                    batches.push(claim_for_webhook(conn, &webhook_id, now, lease_until, limit)?);
                 }
-                drop(stmt);
-                let mut lease =
-                    conn.prepare_cached("UPDATE deliveries SET next_attempt_at = ?2, leased = 1 WHERE id = ?1")?;
-                for due in &claimed {
-                    lease.execute(params![due.delivery_id, lease_until.0])?;
-                }
-                for (id, reason) in cancelled {
-                    finish_without_attempt(conn, &id, reason, now)?;
-                }
-                Ok(claimed)
+                Ok(batches)
             })
             .await
     }
 
-    async fn next_due_at(&self, exclude_webhooks: Vec<String>) -> StoreResult<Option<Timestamp>> {
+    async fn due_webhooks(&self) -> StoreResult<Vec<(String, Timestamp)>> {
         self.pool
             .read(move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "SELECT next_attempt_at FROM deliveries WHERE next_attempt_at IS NOT NULL \
-                         AND webhook_id NOT IN (SELECT value FROM json_each(?1)) ORDER BY next_attempt_at LIMIT 1",
-                    )?
-                    .query_row([to_json(&exclude_webhooks)], |r| r.get::<_, i64>(0))
-                    .optional()?
-                    .map(Timestamp))
+                let mut stmt = conn.prepare_cached(
+                    "SELECT webhook_id, MIN(next_attempt_at) FROM deliveries WHERE next_attempt_at IS NOT NULL \
+                     GROUP BY webhook_id",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, Timestamp(r.get(1)?))))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
     }
@@ -713,6 +673,88 @@ impl Store for SqliteStore {
     }
 }
 
+/// Claims up to `limit` due deliveries of one webhook, inside the writer's
+/// transaction; see `Store::claim_due`.
+fn claim_for_webhook(
+    conn: &Connection,
+    webhook_id: &str,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: usize,
+) -> StoreResult<ClaimedBatch> {
+    let sql = format!("SELECT {WEBHOOK_COLUMNS}, w.deleted FROM webhooks w WHERE w.id = ?1");
+    let found = conn
+        .prepare_cached(&sql)?
+        .query_row([webhook_id], |row| Ok((webhook_from_row(row, 0)?, row.get::<_, bool>(16)?)))
+        .optional()?;
+    let refusal = match &found {
+        None | Some((_, true)) => Some("webhook deleted"),
+        Some((webhook, false)) if !webhook.enabled => Some("webhook disabled"),
+        _ => None,
+    };
+    let webhook = Arc::new(found.map(|(w, _)| w).unwrap_or_else(|| placeholder_webhook(webhook_id)));
+    let mut due_rows = conn.prepare_cached(
+        "SELECT d.id, d.n_attempts, d.final_attempt, d.event_id, d.event_type, e.timestamp, e.payload \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         WHERE d.webhook_id = ?1 AND d.next_attempt_at <= ?2 ORDER BY d.next_attempt_at LIMIT ?3",
+    )?;
+    let rows = due_rows.query_map(params![webhook_id, now.0, limit as i64], |row| {
+        Ok(DueDelivery {
+            delivery_id: row.get(0)?,
+            n_attempts: row.get(1)?,
+            final_attempt: row.get(2)?,
+            event_id: row.get(3)?,
+            event_type: row.get(4)?,
+            event_timestamp: Timestamp(row.get(5)?),
+            payload: row.get(6)?,
+            webhook: webhook.clone(),
+        })
+    })?;
+    let deliveries: Vec<DueDelivery> = rows.collect::<Result<_, _>>()?;
+    if let Some(reason) = refusal {
+        for due in &deliveries {
+            finish_without_attempt(conn, &due.delivery_id, reason, now)?;
+        }
+        // More may wait; the engine claims again at once.
+        let next_due = (deliveries.len() == limit).then_some(now);
+        return Ok(ClaimedBatch { webhook_id: webhook_id.to_owned(), deliveries: Vec::new(), next_due });
+    }
+    let mut lease = conn.prepare_cached("UPDATE deliveries SET next_attempt_at = ?2, leased = 1 WHERE id = ?1")?;
+    for due in &deliveries {
+        lease.execute(params![due.delivery_id, lease_until.0])?;
+    }
+    // The next unleased delivery; leased ones are in this engine's hands.
+    let next_due: Option<i64> = conn
+        .prepare_cached(
+            "SELECT next_attempt_at FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL \
+             AND leased = 0 ORDER BY next_attempt_at LIMIT 1",
+        )?
+        .query_row([webhook_id], |r| r.get(0))
+        .optional()?;
+    Ok(ClaimedBatch { webhook_id: webhook_id.to_owned(), deliveries, next_due: next_due.map(Timestamp) })
+}
+
+/// Stands in for a webhook row that no longer exists.
+fn placeholder_webhook(id: &str) -> Webhook {
+    Webhook {
+        id: id.to_owned(),
+        account_id: String::new(),
+        url: String::new(),
+        description: String::new(),
+        event_types: None,
+        enabled: false,
+        headers: Default::default(),
+        profile: Profile::default(),
+        options: Default::default(),
+        retry: None,
+        timeout_ms: None,
+        secret: String::new(),
+        previous_secret: None,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+    }
+}
+
 /// The body of `Store::ingest`, inside the writer's transaction.
 fn ingest_in(
     conn: &Connection,
@@ -756,7 +798,7 @@ fn ingest_in(
             let seen: Option<(String, u32)> =
                 find.query_row([account_id, id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
             if let Some((id, deliveries)) = seen {
-                outcomes.push(IngestOutcome { id, deliveries, duplicate: true });
+                outcomes.push(IngestOutcome { id, deliveries, duplicate: true, webhook_ids: Vec::new() });
                 continue;
             }
         }
@@ -791,7 +833,12 @@ fn ingest_in(
                 now.0
             ])?;
         }
-        outcomes.push(IngestOutcome { id, deliveries: targets.len() as u32, duplicate: false });
+        outcomes.push(IngestOutcome {
+            id,
+            deliveries: targets.len() as u32,
+            duplicate: false,
+            webhook_ids: targets.iter().map(|w| w.id.clone()).collect(),
+        });
     }
     Ok(outcomes)
 }

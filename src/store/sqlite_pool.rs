@@ -101,10 +101,14 @@ impl Pool {
 }
 
 fn run_in_savepoint<T>(conn: &Connection, job: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-    conn.execute_batch("SAVEPOINT job").map_err(internal)?;
+    // Cached statements: a savepoint per job must not cost a parse per job.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map_err(internal);
+    run("SAVEPOINT job")?;
     let result = job(conn);
-    let close = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-    conn.execute_batch(close).map_err(internal)?;
+    if result.is_err() {
+        run("ROLLBACK TO job")?;
+    }
+    run("RELEASE job")?;
     result
 }
 

@@ -24,7 +24,10 @@ async fn the_seed_compose_request_is_rendered_and_routed_by_webhook_id() {
     let mut receiver = Receiver::start().await;
     let mut plain = Receiver::start().await;
     app.create_webhook(json!({"url": plain.url, "profile": "business"})).await;
-    let url = format!("{}?id=@{{{{payload.id}}}}&mobile=@{{{{payload.mobile}}}}&status=@{{{{payload.status}}}}&ref=@{{{{payload.foreign_id}}}}", receiver.url);
+    let url = format!(
+        "{}?id=@{{{{payload.id}}}}&mobile=@{{{{payload.mobile}}}}&status=@{{{{payload.status}}}}&ref=@{{{{payload.foreign_id}}}}",
+        receiver.url
+    );
     let created = app
         .create_webhook(json!({
             "url": url,
@@ -47,7 +50,8 @@ async fn the_seed_compose_request_is_rendered_and_routed_by_webhook_id() {
     assert_eq!(sent["deliveries"], 1, "only the composed webhook gets an event that names it");
     let request = receiver.next().await;
     assert_eq!(request.method, Method::POST);
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(request.uri.query().unwrap().as_bytes()).into_owned().collect();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(request.uri.query().unwrap().as_bytes()).into_owned().collect();
     assert_eq!(
         query,
         [
@@ -115,7 +119,8 @@ async fn hostile_values_cannot_escape_the_template() {
     assert!(!request.header("x-evil").unwrap().contains('\n'));
     let body = request.json();
     assert_eq!(body, json!({"v": evil, "raw": evil}));
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(request.uri.query().unwrap().as_bytes()).into_owned().collect();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(request.uri.query().unwrap().as_bytes()).into_owned().collect();
     assert_eq!(query, [("q".to_owned(), evil.to_owned())]);
 }
 
@@ -124,7 +129,10 @@ async fn templates_are_checked_when_saved() {
     let app = TestApp::spawn().await;
     let url = "http://127.0.0.1:1/hook";
     let (status, body) = app
-        .post("/v1/webhooks", json!({"url": url, "profile": "compose", "template": {"body": "{\"id\": \"@{{payload.id\"}"}}))
+        .post(
+            "/v1/webhooks",
+            json!({"url": url, "profile": "compose", "template": {"body": "{\"id\": \"@{{payload.id\"}"}}),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["message"].as_str().unwrap().contains("template.body"), "{body}");
@@ -138,7 +146,9 @@ async fn templates_are_checked_when_saved() {
 
     let (status, body) = app.post("/v1/webhooks", json!({"url": url, "profile": "compose"})).await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = app.post("/v1/webhooks", json!({"url": "http://@{{payload.host/x", "profile": "compose", "template": {}})).await;
+    let (status, body) = app
+        .post("/v1/webhooks", json!({"url": "http://@{{payload.host/x", "profile": "compose", "template": {}}))
+        .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["message"].as_str().unwrap().starts_with("url"), "{body}");
     let (status, _) = app.post("/v1/webhooks", json!({"url": url, "template": {"method": "GET"}})).await;

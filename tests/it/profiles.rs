@@ -60,7 +60,12 @@ async fn an_environment_only_wwebjs_deployment_delivers_without_any_api_setup() 
     let db = dir.path().join("herald.db");
     let mut receiver = Receiver::start_with(vec![Reply::status(500)]).await;
     // The seed's variables, in the child's environment only.
-    let env = [("WEBHOOK_URL", receiver.url.as_str()), ("WEBHOOK_RETRY_ATTEMPTS", "2"), ("WEBHOOK_RETRY_DELAY", "50"), ("WEBHOOK_SECRET", "env-secret")];
+    let env = [
+        ("WEBHOOK_URL", receiver.url.as_str()),
+        ("WEBHOOK_RETRY_ATTEMPTS", "2"),
+        ("WEBHOOK_RETRY_DELAY", "50"),
+        ("WEBHOOK_SECRET", "env-secret"),
+    ];
     let (_child, base) = spawn_herald_with_env(&db, &[], &env).await;
     let credentials: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("herald.credentials.json")).unwrap()).unwrap();
@@ -80,7 +85,10 @@ async fn an_environment_only_wwebjs_deployment_delivers_without_any_api_setup() 
     assert_eq!(second.json()["data"]["body"], "Hello!");
     assert_eq!(first.body, second.body);
     seed_js_verifier_accepts("env-secret", &second).await;
-    let log: Value = serde_json::from_str(&run_herald(&["deliveries", "list", "--database", &format!("sqlite://{}", db.display())]).await).unwrap();
+    let log: Value = serde_json::from_str(
+        &run_herald(&["deliveries", "list", "--database", &format!("sqlite://{}", db.display())]).await,
+    )
+    .unwrap();
     let entry = &log["data"][0];
     assert_eq!(entry["webhookUrl"], receiver.url.as_str());
     assert_eq!(entry["retryCount"], 1);
@@ -139,14 +147,20 @@ async fn the_catalogue_informs_and_strict_mode_gates() {
     let app = TestApp::spawn().await;
     let (status, catalogue) = app.get("/v1/event-types").await;
     assert_eq!(status, 200);
-    let channels: Vec<&str> = catalogue["channels"].as_array().unwrap().iter().map(|c| c["channel"].as_str().unwrap()).collect();
+    let channels: Vec<&str> =
+        catalogue["channels"].as_array().unwrap().iter().map(|c| c["channel"].as_str().unwrap()).collect();
     assert_eq!(channels, ["viber", "whatsapp", "wwebjs", "routee", "viber-bot"]);
     let wwebjs = catalogue["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "wwebjs").unwrap();
     assert_eq!(wwebjs["events"].as_array().unwrap().len(), 13);
     assert_eq!(wwebjs["events"][0]["example"]["event"], "message_create");
 
-    assert_eq!(app.post("/v1/events", json!({"type": "made:up", "payload": {}})).await.0, 202, "unknown types pass by default");
-    let (status, account) = app.call(Method::PATCH, "/v1/account", &app.token, Some(json!({"strict_event_types": true}))).await;
+    assert_eq!(
+        app.post("/v1/events", json!({"type": "made:up", "payload": {}})).await.0,
+        202,
+        "unknown types pass by default"
+    );
+    let (status, account) =
+        app.call(Method::PATCH, "/v1/account", &app.token, Some(json!({"strict_event_types": true}))).await;
     assert_eq!(status, 200, "{account}");
     assert_eq!(account["strict_event_types"], true);
     let (status, body) = app.post("/v1/events", json!({"type": "made:up", "payload": {}})).await;

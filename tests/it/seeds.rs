@@ -11,7 +11,12 @@ use crate::support::{Receiver, TestApp, hex_hmac, seed_js_verifier_accepts, vibe
 const WWEBJS_SECRET: &str = "my-webhook-secret";
 const VIBER_TOKEN: &str = "445da6az1s345z78-dazcczb2542zv51a-e0vc5fva17480im9";
 
-async fn deliver(app: &TestApp, receiver: &mut Receiver, webhook: &Value, example: &Example) -> crate::support::Received {
+async fn deliver(
+    app: &TestApp,
+    receiver: &mut Receiver,
+    webhook: &Value,
+    example: &Example,
+) -> crate::support::Received {
     let (event_type, payload, timestamp) = example.as_event();
     let mut event = json!({"type": event_type, "payload": payload, "webhook_id": webhook["id"]});
     if let Some(timestamp) = timestamp {
@@ -54,8 +59,7 @@ async fn business_examples_arrive_as_the_seeds_show_them_signed_with_the_webhook
 async fn wwebjs_examples_pass_the_seeds_own_javascript_verifier() {
     let app = TestApp::spawn().await;
     let mut receiver = Receiver::start().await;
-    let webhook =
-        app.create_webhook(json!({"url": receiver.url, "profile": "wwebjs", "secret": WWEBJS_SECRET})).await;
+    let webhook = app.create_webhook(json!({"url": receiver.url, "profile": "wwebjs", "secret": WWEBJS_SECRET})).await;
     let mut n = 0;
     for example in examples("wwebjs") {
         let request = deliver(&app, &mut receiver, &webhook, example).await;
@@ -69,11 +73,16 @@ async fn wwebjs_examples_pass_the_seeds_own_javascript_verifier() {
 
     // Numbers and keys JavaScript would print differently are sent the way
     // JSON.stringify prints them, so the verifier still agrees.
-    let odd = json!({"2": "b", "1": "a", "big": 12345678901234567890u64, "float": 1.0, "tiny": 0.0000001, "s": "é\u{2028}"});
+    let odd =
+        json!({"2": "b", "1": "a", "big": 12345678901234567890u64, "float": 1.0, "tiny": 0.0000001, "s": "é\u{2028}"});
     app.send_event(json!({"type": "message_create", "payload": odd, "webhook_id": webhook["id"]})).await;
     let request = receiver.next().await;
     seed_js_verifier_accepts(WWEBJS_SECRET, &request).await;
-    assert!(std::str::from_utf8(&request.body).unwrap().contains(r#""data":{"1":"a","2":"b","big":12345678901234567000,"float":1,"tiny":1e-7"#));
+    assert!(
+        std::str::from_utf8(&request.body)
+            .unwrap()
+            .contains(r#""data":{"1":"a","2":"b","big":12345678901234567000,"float":1,"tiny":1e-7"#)
+    );
 }
 
 #[tokio::test]

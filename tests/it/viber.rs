@@ -27,7 +27,12 @@ async fn registering_verifies_the_url_and_filters_events() {
     let app = TestApp::spawn().await;
     let mut bot = Receiver::start().await;
     let asked = json!(["delivered", "seen", "failed", "subscribed", "unsubscribed", "conversation_started"]);
-    let reply = set_webhook(&app, Some(&app.token), json!({"url": bot.url, "event_types": asked, "send_name": true, "send_photo": true})).await;
+    let reply = set_webhook(
+        &app,
+        Some(&app.token),
+        json!({"url": bot.url, "event_types": asked, "send_name": true, "send_photo": true}),
+    )
+    .await;
     assert_eq!(reply, json!({"status": 0, "status_message": "ok", "event_types": asked}));
 
     // Before accepting, Herald sent the verification callback, signed.
@@ -79,7 +84,12 @@ async fn failures_answer_with_vibers_status_codes() {
         (None, json!({"url": refusing.url}), 2, "invalidAuthToken"),
         (Some("not-a-token"), json!({"url": refusing.url}), 2, "invalidAuthToken"),
         (Some(app.token.as_str()), json!({"event_types": []}), 4, "missingData"),
-        (Some(app.token.as_str()), json!({"url": refusing.url, "event_types": ["delivered", "teleported"]}), 3, "badData"),
+        (
+            Some(app.token.as_str()),
+            json!({"url": refusing.url, "event_types": ["delivered", "teleported"]}),
+            3,
+            "badData",
+        ),
         (Some(app.token.as_str()), json!({"url": 7}), 3, "badData"),
         (Some(app.token.as_str()), json!({"url": "ftp://example.com"}), 1, "invalidUrl"),
         (Some(app.token.as_str()), json!({"url": refusing.url}), 1, "invalidUrl"),
