@@ -27,7 +27,7 @@ impl HeraldProcess {
             .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
             .arg("--database")
             .arg(format!("sqlite://{}", db.display()))
-            .env("HERALD_LOG", "warn")
+            .env("HERALD_LOG", std::env::var("BENCH_HERALD_LOG").unwrap_or_else(|_| "warn".into()))
             .env("HERALD_ADMIN_TOKEN", "hrld_bench_operator")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

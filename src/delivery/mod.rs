@@ -66,8 +66,9 @@ struct Lane {
 #[derive(Debug, Clone, Copy)]
 struct Due {
     at: Timestamp,
-    /// The `Schedule::epoch` of the last `mark_due` that set it.
-    epoch: u64,
+    /// The earliest time `mark_due` gave since the last claim for this
+    /// webhook was planned: news the claim's answer may not include.
+    marked: Option<Timestamp>,
 }
 
 #[derive(Default)]
@@ -76,8 +77,6 @@ struct Schedule {
     lanes: HashMap<String, Lane>,
     /// For each webhook with unfinished deliveries, when the first is due.
     due: HashMap<String, Due>,
-    /// Counts `mark_due` calls, to tell a claim's view from a newer one.
-    epoch: u64,
     /// The sum of every lane's `queued`.
     total_queued: usize,
     /// Deliveries being attempted here (a lease that runs out mid-attempt
@@ -138,7 +137,7 @@ impl Engine {
         let n = due.len();
         let mut schedule = self.schedule.lock().unwrap();
         for (webhook_id, at) in due {
-            schedule.due.insert(webhook_id, Due { at, epoch: 0 });
+            schedule.due.insert(webhook_id, Due { at, marked: None });
         }
         Ok(n)
     }
@@ -147,21 +146,14 @@ impl Engine {
     /// events, a manual retry, a scheduled retry).
     pub fn mark_due<'a>(&self, webhook_ids: impl IntoIterator<Item = &'a str>, at: Timestamp) {
         let mut schedule = self.schedule.lock().unwrap();
-        schedule.epoch += 1;
-        let epoch = schedule.epoch;
-        let mut changed = false;
         for webhook_id in webhook_ids {
-            let entry = schedule.due.entry(webhook_id.to_owned()).or_insert(Due { at, epoch });
-            entry.epoch = epoch;
-            if at <= entry.at {
-                entry.at = at;
-                changed = true;
-            }
+            let entry = schedule.due.entry(webhook_id.to_owned()).or_insert(Due { at, marked: None });
+            entry.at = entry.at.min(at);
+            entry.marked = Some(entry.marked.map_or(at, |m| m.min(at)));
         }
         drop(schedule);
-        if changed {
-            self.wake.notify_one();
-        }
+        // Always: the dispatcher may be mid-claim with an older view.
+        self.wake.notify_one();
     }
 
     /// A lane holds at most this many claimed deliveries.
@@ -177,35 +169,45 @@ impl Engine {
 
     /// Which webhooks to claim for now and how many each; and when to look
     /// again if nothing else happens.
-    fn plan(&self, now: Timestamp) -> (Vec<(String, usize)>, Option<Timestamp>, u64) {
-        let schedule = self.schedule.lock().unwrap();
+    /// With `claiming`, the wanted webhooks' marks are cleared: what was
+    /// committed before now, the claim will see.
+    fn plan(&self, now: Timestamp, claiming: bool) -> (Vec<(String, usize)>, Option<Timestamp>) {
+        let mut schedule = self.schedule.lock().unwrap();
         let full = schedule.total_queued >= self.queue_limit();
         let (limit, low_water) = (self.lane_limit(), self.lane_limit() / 2);
         let mut wants = Vec::new();
         let mut next_wake: Option<Timestamp> = None;
         for (webhook_id, Due { at, .. }) in &schedule.due {
+            let at = *at;
             let queued = schedule.lanes.get(webhook_id).map_or(0, |lane| lane.queued);
             // A lane above half is left alone; draining to half wakes us.
             if queued > low_water || (full && queued > 0) {
                 continue;
             }
-            if *at <= now {
+            if at <= now {
                 if wants.len() < WEBHOOKS_PER_CLAIM {
                     wants.push((webhook_id.clone(), limit - queued));
                 } else {
                     next_wake = Some(now);
                 }
             } else {
-                next_wake = Some(next_wake.map_or(*at, |w| w.min(*at)));
+                next_wake = Some(next_wake.map_or(at, |w| w.min(at)));
             }
         }
-        (wants, next_wake, schedule.epoch)
+        if claiming {
+            for (webhook_id, _) in &wants {
+                if let Some(due) = schedule.due.get_mut(webhook_id) {
+                    due.marked = None;
+                }
+            }
+        }
+        (wants, next_wake)
     }
 
     /// Claims what is due now and starts sending it.
     pub async fn dispatch_due(self: &Arc<Self>) -> anyhow::Result<Dispatched> {
         let now = self.clock.now();
-        let (wants, next_wake, planned_at) = self.plan(now);
+        let (wants, next_wake) = self.plan(now, true);
         if wants.is_empty() {
             return Ok(Dispatched { claimed: 0, next_wake, more_now: false });
         }
@@ -216,18 +218,18 @@ impl Engine {
         for batch in batches {
             {
                 let mut schedule = self.schedule.lock().unwrap();
-                let marked_since = schedule.due.get(&batch.webhook_id).filter(|d| d.epoch > planned_at).copied();
-                match (marked_since, batch.next_due) {
-                    // Something newer than the claim's view: keep the earlier time.
-                    (Some(marked), Some(at)) => {
-                        schedule.due.insert(batch.webhook_id.clone(), Due { at: at.min(marked.at), ..marked });
+                let marked = schedule.due.get(&batch.webhook_id).and_then(|d| d.marked);
+                // The store's answer is the truth as of the claim; marks that
+                // came in since may be newer.
+                let at = match (marked, batch.next_due) {
+                    (Some(m), Some(at)) => Some(m.min(at)),
+                    (m, at) => m.or(at),
+                };
+                match at {
+                    Some(at) => {
+                        schedule.due.insert(batch.webhook_id.clone(), Due { at, marked });
                     }
-                    (Some(_), None) => {}
-                    // The store's answer is the truth as of the claim.
-                    (None, Some(at)) => {
-                        schedule.due.insert(batch.webhook_id.clone(), Due { at, epoch: planned_at });
-                    }
-                    (None, None) => {
+                    None => {
                         schedule.due.remove(&batch.webhook_id);
                     }
                 }
@@ -254,8 +256,8 @@ impl Engine {
                 self.tasks.spawn(async move { engine.deliver(due, lane).await });
             }
         }
-        let (_, next_wake, _) = self.plan(now);
-        Ok(Dispatched { claimed, next_wake, more_now })
+        let (wants, next_wake) = self.plan(now, false);
+        Ok(Dispatched { claimed, next_wake, more_now: more_now || !wants.is_empty() })
     }
 
     fn leave_lane(&self, due: &DueDelivery) {

@@ -134,3 +134,27 @@ async fn a_stuck_receiver_does_not_starve_the_others() {
         assert_eq!(healthy.next().await.json()["data"]["n"], n);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ingest_while_time_moves_never_strands_a_delivery() {
+    // Regression: a mark arriving mid-claim with a later time than the one
+    // being claimed was lost, and the engine slept with deliveries due.
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let mut receiver = Receiver::start().await;
+    app.create_webhook(json!({"url": receiver.url})).await;
+    let mut senders = Vec::new();
+    for n in 0..200 {
+        let app = app.clone();
+        senders.push(tokio::spawn(async move {
+            app.clock.advance(std::time::Duration::from_millis(1));
+            app.send_event(json!({"type": "t", "payload": {"n": n}})).await;
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 200 {
+        seen.insert(receiver.next().await.json()["data"]["n"].as_i64().unwrap());
+    }
+}
