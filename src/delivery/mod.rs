@@ -282,11 +282,16 @@ impl Engine {
     async fn deliver(self: Arc<Self>, due: DueDelivery, lane: Arc<Semaphore>) {
         // The lane's turn first, then a global slot: a webhook waiting on its
         // own cap holds no slot another webhook could use.
-        if let Ok(_turn) = lane.acquire_owned().await
-            && let Ok(_slot) = self.slots.acquire().await
-        {
-            let sample = rand::rng().random_range(-1.0..=1.0);
-            let record = perform(&self.outbound, &*self.clock, &due, sample).await;
+        let record = match (lane.acquire_owned().await, self.slots.acquire().await) {
+            (Ok(_turn), Ok(_slot)) => {
+                let sample = rand::rng().random_range(-1.0..=1.0);
+                Some(perform(&self.outbound, &*self.clock, &due, sample).await)
+            }
+            _ => None,
+        };
+        // The permits are back before the attempt is recorded: the next
+        // request to this receiver need not wait for the commit's fsync.
+        if let Some(record) = record {
             match self.store.record_attempt(record.clone(), self.clock.now()).await {
                 Ok(()) => {
                     if let NextStep::RetryAt(at) = record.next {
