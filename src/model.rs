@@ -46,6 +46,14 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", ulid::Ulid::new())
 }
 
+/// `new_id` stamped with the clock's time rather than the wall's, for ids
+/// whose order stands for time (deliveries: the log's time filters are id
+/// ranges).
+pub fn new_id_at(prefix: &str, at: Timestamp) -> String {
+    let ms = u64::try_from(at.0).unwrap_or(0);
+    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, rand::random::<u128>()))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {

@@ -11,7 +11,7 @@ use super::sqlite_pool::{Pool, internal};
 use super::{Bootstrap, ClaimedBatch, Store, StoreError, StoreResult};
 use crate::model::{
     Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, ErrorClass, Event,
-    IngestOutcome, NewEvent, NextStep, Principal, RetiringSecret, Timestamp, Webhook, new_id,
+    IngestOutcome, NewEvent, NextStep, Principal, RetiringSecret, Timestamp, Webhook, new_id, new_id_at,
 };
 use crate::profile::Profile;
 use crate::signing;
@@ -73,8 +73,8 @@ CREATE TABLE deliveries (
     status TEXT NOT NULL,
     n_attempts INTEGER NOT NULL DEFAULT 0,
     final_attempt INTEGER NOT NULL DEFAULT 0,
-    -- Set while the delivery is pending or retrying: when it is due, or,
-    -- while leased, when the lease runs out.
+    -- Set while the delivery is pending or retrying: when it is due,
+    -- while leased, still the time it was due.
     next_attempt_at INTEGER,
     leased INTEGER NOT NULL DEFAULT 0,
     last_status_code INTEGER,
@@ -95,8 +95,6 @@ CREATE TABLE attempts (
     error_message TEXT
 );
 CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
-CREATE INDEX attempts_by_time ON attempts (started_at);
-CREATE INDEX deliveries_by_time ON deliveries (account_id, created_at);
 "#];
 
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
@@ -115,13 +113,19 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
 
 pub struct SqliteStore {
     pool: Pool,
+    /// Tokens seen valid, by hash. Tokens are never revoked while Herald
+    /// runs, so a hit needs no trip to the database.
+    known_tokens: std::sync::Mutex<std::collections::HashMap<String, Principal>>,
 }
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
-        Ok(SqliteStore { pool: Pool::open(path, migrate)? })
+        Ok(SqliteStore { pool: Pool::open(path, migrate)?, known_tokens: Default::default() })
     }
 }
+
+/// Tokens remembered at most; past it the cache starts over.
+const MAX_KNOWN_TOKENS: usize = 10_000;
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.description, w.event_types, w.enabled, w.headers, \
      w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at, w.options";
@@ -165,6 +169,13 @@ fn options_json(options: &crate::profile::ProfileOptions) -> Option<String> {
     (options != &Default::default()).then(|| to_json(options))
 }
 
+/// The smallest id of kind `prefix` made at `at`: ids are ULIDs, so ids
+/// made before `at` sort below it and ids made at or after it do not.
+fn id_at(prefix: &str, at: Timestamp) -> String {
+    let ms = u64::try_from(at.0).unwrap_or(0);
+    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, 0))
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("domain values serialise")
 }
@@ -177,6 +188,7 @@ const DELIVERY_FROM: &str = "deliveries d JOIN events e ON e.seq = d.event_seq J
 fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
     let status: String = row.get(4)?;
     let leased: bool = row.get(11)?;
+    // Being attempted right now: no schedule to show.
     Ok(Delivery {
         id: row.get(0)?,
         event_id: row.get(1)?,
@@ -184,7 +196,6 @@ fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
         webhook_id: row.get(3)?,
         status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
         n_attempts: row.get(5)?,
-        // While leased, the column holds the lease's end, not a schedule.
         next_attempt_at: if leased { None } else { row.get::<_, Option<i64>>(6)?.map(Timestamp) },
         last_status_code: row.get(7)?,
         last_error: row.get(8)?,
@@ -264,8 +275,12 @@ impl Store for SqliteStore {
     }
 
     async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
+        if let Some(principal) = self.known_tokens.lock().unwrap().get(token_hash) {
+            return Ok(Some(principal.clone()));
+        }
         let hash = token_hash.to_owned();
-        self.pool
+        let found = self
+            .pool
             .read(move |conn| {
                 let found: Option<Option<String>> = conn
                     .prepare_cached("SELECT account_id FROM tokens WHERE hash = ?1")?
@@ -276,7 +291,15 @@ impl Store for SqliteStore {
                     None => Principal::Operator,
                 }))
             })
-            .await
+            .await?;
+        if let Some(principal) = &found {
+            let mut known = self.known_tokens.lock().unwrap();
+            if known.len() >= MAX_KNOWN_TOKENS {
+                known.clear();
+            }
+            known.insert(token_hash.to_owned(), principal.clone());
+        }
+        Ok(found)
     }
 
     async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account> {
@@ -518,12 +541,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn release_leases(&self, now: Timestamp) -> StoreResult<u64> {
+    async fn release_leases(&self, _now: Timestamp) -> StoreResult<u64> {
         self.pool
-            .write(move |conn| {
-                Ok(conn.execute("UPDATE deliveries SET next_attempt_at = ?1, leased = 0 WHERE leased = 1", [now.0])?
-                    as u64)
-            })
+            .write(move |conn| Ok(conn.execute("UPDATE deliveries SET leased = 0 WHERE leased = 1", [])? as u64))
             .await
     }
 
@@ -546,11 +566,13 @@ impl Store for SqliteStore {
                 if let Some(event_type) = filter.event_type {
                     condition(" AND d.event_type = ?", event_type.into());
                 }
+                // Delivery ids are ULIDs: a time range is an id range on the
+                // account index, no extra index needed.
                 if let Some(since) = filter.since {
-                    condition(" AND d.created_at >= ?", since.0.into());
+                    condition(" AND d.id >= ?", id_at("dlv", since).into());
                 }
                 if let Some(until) = filter.until {
-                    condition(" AND d.created_at < ?", until.0.into());
+                    condition(" AND d.id < ?", id_at("dlv", until).into());
                 }
                 if let Some(before) = filter.before_id {
                     condition(" AND d.id < ?", before.into());
@@ -636,10 +658,11 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 let mut samples: BTreeMap<String, WebhookSample> = BTreeMap::new();
                 let mut counts = conn.prepare_cached(
-                    "SELECT webhook_id, status, COUNT(*) FROM deliveries WHERE account_id = ?1 AND created_at >= ?2 \
-                     AND created_at < ?3 AND (?4 IS NULL OR webhook_id = ?4) GROUP BY webhook_id, status",
+                    "SELECT webhook_id, status, COUNT(*) FROM deliveries WHERE account_id = ?1 AND id >= ?2 \
+                     AND id < ?3 AND (?4 IS NULL OR webhook_id = ?4) GROUP BY webhook_id, status",
                 )?;
-                let rows = counts.query_map(params![account_id, since.0, until.0, webhook_id], |r| {
+                let (from, to) = (id_at("dlv", since), id_at("dlv", until));
+                let rows = counts.query_map(params![account_id, from, to, webhook_id], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
                 })?;
                 for row in rows {
@@ -653,10 +676,10 @@ impl Store for SqliteStore {
                 }
                 let mut durations = conn.prepare_cached(
                     "SELECT d.webhook_id, a.duration_ms FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-                     WHERE a.started_at >= ?2 AND a.started_at < ?3 AND d.account_id = ?1 \
+                     WHERE d.account_id = ?1 AND d.id >= ?2 AND d.id < ?3 \
                      AND (?4 IS NULL OR d.webhook_id = ?4)",
                 )?;
-                let rows = durations.query_map(params![account_id, since.0, until.0, webhook_id], |r| {
+                let rows = durations.query_map(params![account_id, from, to, webhook_id], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
                 })?;
                 for row in rows {
@@ -696,7 +719,7 @@ fn claim_for_webhook(
     let mut due_rows = conn.prepare_cached(
         "SELECT d.id, d.n_attempts, d.final_attempt, d.event_id, d.event_type, e.timestamp, e.payload \
          FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-         WHERE d.webhook_id = ?1 AND d.next_attempt_at <= ?2 ORDER BY d.next_attempt_at LIMIT ?3",
+         WHERE d.webhook_id = ?1 AND d.next_attempt_at <= ?2 AND d.leased = 0 ORDER BY d.next_attempt_at LIMIT ?3",
     )?;
     let rows = due_rows.query_map(params![webhook_id, now.0, limit as i64], |row| {
         Ok(DueDelivery {
@@ -719,9 +742,13 @@ fn claim_for_webhook(
         let next_due = (deliveries.len() == limit).then_some(now);
         return Ok(ClaimedBatch { webhook_id: webhook_id.to_owned(), deliveries: Vec::new(), next_due });
     }
-    let mut lease = conn.prepare_cached("UPDATE deliveries SET next_attempt_at = ?2, leased = 1 WHERE id = ?1")?;
+    // One node owns an SQLite database, so a lease is a flag that the next
+    // start clears (`release_leases`), not a deadline; leaving
+    // `next_attempt_at` alone spares the due index an update per delivery.
+    let _ = lease_until;
+    let mut lease = conn.prepare_cached("UPDATE deliveries SET leased = 1 WHERE id = ?1")?;
     for due in &deliveries {
-        lease.execute(params![due.delivery_id, lease_until.0])?;
+        lease.execute(params![due.delivery_id])?;
     }
     // The next unleased delivery; leased ones are in this engine's hands.
     let next_due: Option<i64> = conn
@@ -824,7 +851,7 @@ fn ingest_in(
         let seq = conn.last_insert_rowid();
         for webhook in &targets {
             insert_delivery.execute(params![
-                new_id("dlv"),
+                new_id_at("dlv", now),
                 account_id,
                 seq,
                 id,
