@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -109,11 +109,24 @@ pub struct Engine {
     /// Every attempt, once it is recorded: for live views and for tests,
     /// which wait on it instead of sleeping.
     recorded: broadcast::Sender<AttemptRecord>,
+    /// Finished attempts on their way to the recorder.
+    to_record: mpsc::UnboundedSender<Finished>,
+    /// The recorder's end, taken when `run` starts it.
+    recorder_inbox: Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
+}
+
+/// An attempt made, waiting to be recorded.
+struct Finished {
+    due: DueDelivery,
+    record: AttemptRecord,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: SharedClock, outbound: Outbound, config: EngineConfig) -> Arc<Engine> {
+        let (to_record, recorder_inbox) = mpsc::unbounded_channel();
         Arc::new(Engine {
+            to_record,
+            recorder_inbox: Mutex::new(Some(recorder_inbox)),
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             store,
             clock,
@@ -290,26 +303,77 @@ impl Engine {
             _ => None,
         };
         // The permits are back before the attempt is recorded: the next
-        // request to this receiver need not wait for the commit's fsync.
-        if let Some(record) = record {
-            match self.store.record_attempt(record.clone(), self.clock.now()).await {
-                Ok(()) => {
-                    if let NextStep::RetryAt(at) = record.next {
-                        self.mark_due([due.webhook.id.as_str()], at);
-                    }
-                    let _ = self.recorded.send(record);
+        // request to this receiver need not wait for a commit.
+        match record {
+            Some(record) => {
+                if let Err(mpsc::error::SendError(finished)) = self.to_record.send(Finished { due, record }) {
+                    self.leave_lane(&finished.due);
                 }
-                // The lease stays; the delivery is attempted again when it
-                // runs out or at the next start.
-                Err(err) => tracing::error!(delivery = %due.delivery_id, error = %err, "could not record an attempt"),
             }
+            None => self.leave_lane(&due),
         }
-        self.leave_lane(&due);
+    }
+
+    /// Records finished attempts in batches: whatever piled up while the
+    /// previous batch was being committed goes into the next commit, so
+    /// the commit rate falls as the load rises. Returns when `stop` is
+    /// cancelled and everything sent before has been recorded.
+    async fn record_finished(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<Finished>, stop: CancellationToken) {
+        let mut batch: Vec<Finished> = Vec::new();
+        loop {
+            let first = tokio::select! {
+                first = inbox.recv() => first,
+                _ = stop.cancelled() => None,
+            };
+            let Some(first) = first else {
+                while let Ok(finished) = inbox.try_recv() {
+                    batch.push(finished);
+                }
+                if !batch.is_empty() {
+                    self.record_batch(std::mem::take(&mut batch)).await;
+                }
+                return;
+            };
+            batch.push(first);
+            while batch.len() < 1024
+                && let Ok(finished) = inbox.try_recv()
+            {
+                batch.push(finished);
+            }
+            self.record_batch(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn record_batch(&self, batch: Vec<Finished>) {
+        let records: Vec<AttemptRecord> = batch.iter().map(|f| f.record.clone()).collect();
+        match self.store.record_attempts(records, self.clock.now()).await {
+            Ok(()) => {
+                for finished in &batch {
+                    if let NextStep::RetryAt(at) = finished.record.next {
+                        self.mark_due([finished.due.webhook.id.as_str()], at);
+                    }
+                    let _ = self.recorded.send(finished.record.clone());
+                }
+            }
+            // The deliveries stay leased; they are attempted again at the
+            // next start.
+            Err(err) => tracing::error!(n = batch.len(), error = %err, "could not record attempts"),
+        }
+        for finished in &batch {
+            self.leave_lane(&finished.due);
+        }
     }
 
     /// Runs until `shutdown`, then waits up to the grace period for
     /// attempts in flight.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let stop_recorder = CancellationToken::new();
+        let recorder = self
+            .recorder_inbox
+            .lock()
+            .unwrap()
+            .take()
+            .map(|inbox| tokio::spawn(self.clone().record_finished(inbox, stop_recorder.clone())));
         while !shutdown.is_cancelled() {
             let next_wake = match self.dispatch_due().await {
                 Ok(step) if step.more_now => continue,
@@ -332,7 +396,14 @@ impl Engine {
             }
         }
         self.tasks.close();
-        if tokio::time::timeout(self.config.shutdown_grace, self.tasks.wait()).await.is_err() {
+        let finish = async {
+            self.tasks.wait().await;
+            stop_recorder.cancel();
+            if let Some(recorder) = recorder {
+                let _ = recorder.await;
+            }
+        };
+        if tokio::time::timeout(self.config.shutdown_grace, finish).await.is_err() {
             tracing::warn!("shutdown: attempts still in flight were abandoned; they run again at the next start");
         }
     }

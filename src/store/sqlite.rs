@@ -497,45 +497,47 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_attempt(&self, record: AttemptRecord, now: Timestamp) -> StoreResult<()> {
+    async fn record_attempts(&self, records: Vec<AttemptRecord>, now: Timestamp) -> StoreResult<()> {
         self.pool
             .write(move |conn| {
-                let a = &record.attempt;
-                conn.prepare_cached(
+                let mut insert = conn.prepare_cached(
                     "INSERT INTO attempts (delivery_id, started_at, duration_ms, status_code, response_body, \
                      error_class, error_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    record.delivery_id,
-                    a.started_at.0,
-                    a.duration_ms as i64,
-                    a.status_code,
-                    a.response_body,
-                    a.error_class.map(|c| c.as_str()),
-                    a.error_message,
-                ])?;
-                let (status, next_at) = match record.next {
-                    NextStep::Success => (DeliveryStatus::Success, None),
-                    NextStep::RetryAt(at) => (DeliveryStatus::Retrying, Some(at.0)),
-                    NextStep::Failed => (DeliveryStatus::Failed, None),
-                };
-                let last_error = a.error_message.as_ref().map(|m| match a.error_class {
-                    Some(class) => format!("{}: {m}", class.as_str()),
-                    None => m.clone(),
-                });
-                conn.prepare_cached(
+                )?;
+                let mut update = conn.prepare_cached(
                     "UPDATE deliveries SET status = ?2, n_attempts = n_attempts + 1, final_attempt = 0, \
                      next_attempt_at = ?3, leased = 0, last_status_code = ?4, last_error = ?5, updated_at = ?6 \
                      WHERE id = ?1",
-                )?
-                .execute(params![
-                    record.delivery_id,
-                    status.as_str(),
-                    next_at,
-                    a.status_code,
-                    last_error,
-                    now.0
-                ])?;
+                )?;
+                for record in &records {
+                    let a = &record.attempt;
+                    insert.execute(params![
+                        record.delivery_id,
+                        a.started_at.0,
+                        a.duration_ms as i64,
+                        a.status_code,
+                        a.response_body,
+                        a.error_class.map(|c| c.as_str()),
+                        a.error_message,
+                    ])?;
+                    let (status, next_at) = match record.next {
+                        NextStep::Success => (DeliveryStatus::Success, None),
+                        NextStep::RetryAt(at) => (DeliveryStatus::Retrying, Some(at.0)),
+                        NextStep::Failed => (DeliveryStatus::Failed, None),
+                    };
+                    let last_error = a.error_message.as_ref().map(|m| match a.error_class {
+                        Some(class) => format!("{}: {m}", class.as_str()),
+                        None => m.clone(),
+                    });
+                    update.execute(params![
+                        record.delivery_id,
+                        status.as_str(),
+                        next_at,
+                        a.status_code,
+                        last_error,
+                        now.0
+                    ])?;
+                }
                 Ok(())
             })
             .await
