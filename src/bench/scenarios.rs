@@ -179,7 +179,7 @@ pub async fn latency(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<Scenario
     }
     progress.abort();
     let arrivals = receiver.take_arrivals();
-    let sent = sent.lock().unwrap();
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
     let mut micros: Vec<u64> = sent
         .iter()
         .filter_map(|(id, at)| {
@@ -261,7 +261,7 @@ async fn healthy_under(sizes: &Sizes, failing: usize) -> anyhow::Result<(f64, f6
     }
     let elapsed = receiver.last_ok().unwrap_or_else(Instant::now) - started;
     let arrivals = receiver.take_arrivals();
-    let sent = sent.lock().unwrap();
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
     let mut micros: Vec<u64> = (0..n)
         .filter_map(|i| {
             let arrived = arrivals.get(&format!("e{i}"))?;
