@@ -14,6 +14,7 @@
 //! deliveries; it is claimed for again only once it has drained to half.
 
 mod attempt;
+mod breaker;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use attempt::{is_success, next_step, perform};
+use breaker::{Allowance, Breaker};
 
 use crate::clock::SharedClock;
 use crate::http_client::Outbound;
@@ -82,6 +84,16 @@ struct Schedule {
     /// Deliveries being attempted here (a lease that runs out mid-attempt
     /// must not start a second attempt).
     in_flight: HashSet<String>,
+    /// Circuit breakers of webhooks that have failed lately.
+    breakers: HashMap<String, Breaker>,
+}
+
+/// What to claim now, and when to look again if nothing else happens.
+struct Plan {
+    wants: Vec<(String, usize)>,
+    next_wake: Option<Timestamp>,
+    /// Webhooks whose one delivery is a circuit-breaker probe.
+    probes: HashSet<String>,
 }
 
 /// What one dispatch step did.
@@ -115,10 +127,12 @@ pub struct Engine {
     recorder_inbox: Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
 }
 
-/// An attempt made, waiting to be recorded.
+/// An attempt made (or put off by an open circuit breaker), waiting to be
+/// recorded.
 struct Finished {
     due: DueDelivery,
-    record: AttemptRecord,
+    /// `None`: not sent; the delivery goes back to waiting, its attempts intact.
+    record: Option<AttemptRecord>,
 }
 
 impl Engine {
@@ -181,15 +195,15 @@ impl Engine {
     }
 
     /// Which webhooks to claim for now and how many each; and when to look
-    /// again if nothing else happens.
-    /// With `claiming`, the wanted webhooks' marks are cleared: what was
-    /// committed before now, the claim will see.
-    fn plan(&self, now: Timestamp, claiming: bool) -> (Vec<(String, usize)>, Option<Timestamp>) {
+    /// again if nothing else happens. With `claiming`, the wanted webhooks'
+    /// marks are cleared (what was committed before now, the claim will
+    /// see) and their probes are taken.
+    fn plan(&self, now: Timestamp, claiming: bool) -> Plan {
         let mut schedule = self.schedule.lock().unwrap();
         let full = schedule.total_queued >= self.queue_limit();
         let (limit, low_water) = (self.lane_limit(), self.lane_limit() / 2);
-        let mut wants = Vec::new();
-        let mut next_wake: Option<Timestamp> = None;
+        let mut plan = Plan { wants: Vec::new(), next_wake: None, probes: HashSet::new() };
+        let wake_at = |plan: &mut Plan, at: Timestamp| plan.next_wake = Some(plan.next_wake.map_or(at, |w| w.min(at)));
         for (webhook_id, Due { at, .. }) in &schedule.due {
             let at = *at;
             let queued = schedule.lanes.get(webhook_id).map_or(0, |lane| lane.queued);
@@ -197,30 +211,45 @@ impl Engine {
             if queued > low_water || (full && queued > 0) {
                 continue;
             }
-            if at <= now {
-                if wants.len() < WEBHOOKS_PER_CLAIM {
-                    wants.push((webhook_id.clone(), limit - queued));
-                } else {
-                    next_wake = Some(now);
+            let allowance = schedule.breakers.get(webhook_id).map_or(Allowance::Any, |b| b.allowance(now));
+            let room = match allowance {
+                Allowance::Nothing(until) => {
+                    if let Some(until) = until {
+                        wake_at(&mut plan, until.max(at));
+                    }
+                    continue;
                 }
+                Allowance::Probe => 1,
+                Allowance::Any => limit - queued,
+            };
+            if at > now {
+                wake_at(&mut plan, at);
+            } else if plan.wants.len() >= WEBHOOKS_PER_CLAIM {
+                wake_at(&mut plan, now);
             } else {
-                next_wake = Some(next_wake.map_or(at, |w| w.min(at)));
+                if allowance == Allowance::Probe {
+                    plan.probes.insert(webhook_id.clone());
+                }
+                plan.wants.push((webhook_id.clone(), room));
             }
         }
         if claiming {
-            for (webhook_id, _) in &wants {
+            for (webhook_id, _) in &plan.wants {
                 if let Some(due) = schedule.due.get_mut(webhook_id) {
                     due.marked = None;
                 }
             }
+            for webhook_id in &plan.probes {
+                schedule.breakers.entry(webhook_id.clone()).or_default().probe_claimed();
+            }
         }
-        (wants, next_wake)
+        plan
     }
 
     /// Claims what is due now and starts sending it.
     pub async fn dispatch_due(self: &Arc<Self>) -> anyhow::Result<Dispatched> {
         let now = self.clock.now();
-        let (wants, next_wake) = self.plan(now, true);
+        let Plan { wants, next_wake, probes } = self.plan(now, true);
         if wants.is_empty() {
             return Ok(Dispatched { claimed: 0, next_wake, more_now: false });
         }
@@ -250,6 +279,10 @@ impl Engine {
             if batch.next_due.is_some_and(|at| at <= now) {
                 more_now = true;
             }
+            let is_probe = probes.contains(&batch.webhook_id);
+            if is_probe && batch.deliveries.is_empty() {
+                self.schedule.lock().unwrap().breakers.entry(batch.webhook_id.clone()).or_default().probe_unused();
+            }
             for due in batch.deliveries {
                 let lane = {
                     let mut schedule = self.schedule.lock().unwrap();
@@ -266,11 +299,11 @@ impl Engine {
                 };
                 claimed += 1;
                 let engine = self.clone();
-                self.tasks.spawn(async move { engine.deliver(due, lane).await });
+                self.tasks.spawn(async move { engine.deliver(due, lane, is_probe).await });
             }
         }
-        let (wants, next_wake) = self.plan(now, false);
-        Ok(Dispatched { claimed, next_wake, more_now: more_now || !wants.is_empty() })
+        let plan = self.plan(now, false);
+        Ok(Dispatched { claimed, next_wake: plan.next_wake, more_now: more_now || !plan.wants.is_empty() })
     }
 
     fn leave_lane(&self, due: &DueDelivery) {
@@ -292,25 +325,46 @@ impl Engine {
         }
     }
 
-    async fn deliver(self: Arc<Self>, due: DueDelivery, lane: Arc<Semaphore>) {
+    async fn deliver(self: Arc<Self>, due: DueDelivery, lane: Arc<Semaphore>, is_probe: bool) {
         // The lane's turn first, then a global slot: a webhook waiting on its
         // own cap holds no slot another webhook could use.
         let record = match (lane.acquire_owned().await, self.slots.acquire().await) {
-            (Ok(_turn), Ok(_slot)) => {
+            (Ok(_turn), Ok(_slot)) if self.breaker_lets_through(&due.webhook.id, is_probe) => {
                 let sample = rand::rng().random_range(-1.0..=1.0);
-                Some(perform(&self.outbound, &*self.clock, &due, sample).await)
+                let record = perform(&self.outbound, &*self.clock, &due, sample).await;
+                self.feed_breaker(&due.webhook.id, record.next == NextStep::Success);
+                Some(record)
             }
             _ => None,
         };
         // The permits are back before the attempt is recorded: the next
         // request to this receiver need not wait for a commit.
-        match record {
-            Some(record) => {
-                if let Err(mpsc::error::SendError(finished)) = self.to_record.send(Finished { due, record }) {
-                    self.leave_lane(&finished.due);
-                }
-            }
-            None => self.leave_lane(&due),
+        if let Err(mpsc::error::SendError(finished)) = self.to_record.send(Finished { due, record }) {
+            self.leave_lane(&finished.due);
+        }
+    }
+
+    fn breaker_lets_through(&self, webhook_id: &str, is_probe: bool) -> bool {
+        let schedule = self.schedule.lock().unwrap();
+        schedule.breakers.get(webhook_id).is_none_or(|b| b.lets_through(self.clock.now(), is_probe))
+    }
+
+    fn feed_breaker(&self, webhook_id: &str, success: bool) {
+        let mut schedule = self.schedule.lock().unwrap();
+        if success && !schedule.breakers.contains_key(webhook_id) {
+            return;
+        }
+        let breaker = schedule.breakers.entry(webhook_id.to_owned()).or_default();
+        let before = breaker.allowance(self.clock.now());
+        breaker.record(success, self.clock.now(), &*self.clock);
+        let changed = breaker.allowance(self.clock.now()) != before;
+        if breaker.is_idle() {
+            schedule.breakers.remove(webhook_id);
+        }
+        drop(schedule);
+        if changed {
+            // Closed (send the rest) or reopened (a new time to look again).
+            self.wake.notify_one();
         }
     }
 
@@ -345,19 +399,29 @@ impl Engine {
     }
 
     async fn record_batch(&self, batch: Vec<Finished>) {
-        let records: Vec<AttemptRecord> = batch.iter().map(|f| f.record.clone()).collect();
-        match self.store.record_attempts(records, self.clock.now()).await {
+        let records: Vec<AttemptRecord> = batch.iter().filter_map(|f| f.record.clone()).collect();
+        let put_off: Vec<String> =
+            batch.iter().filter(|f| f.record.is_none()).map(|f| f.due.delivery_id.clone()).collect();
+        let n_put_off = put_off.len();
+        match self.store.record_attempts(records, put_off, self.clock.now()).await {
             Ok(()) => {
+                let now = self.clock.now();
                 for finished in &batch {
-                    if let NextStep::RetryAt(at) = finished.record.next {
-                        self.mark_due([finished.due.webhook.id.as_str()], at);
+                    match &finished.record {
+                        Some(record) => {
+                            if let NextStep::RetryAt(at) = record.next {
+                                self.mark_due([finished.due.webhook.id.as_str()], at);
+                            }
+                            let _ = self.recorded.send(record.clone());
+                        }
+                        // Still due: the plan holds it back while the breaker is open.
+                        None => self.mark_due([finished.due.webhook.id.as_str()], now),
                     }
-                    let _ = self.recorded.send(finished.record.clone());
                 }
             }
             // The deliveries stay leased; they are attempted again at the
             // next start.
-            Err(err) => tracing::error!(n = batch.len(), error = %err, "could not record attempts"),
+            Err(err) => tracing::error!(n = batch.len(), n_put_off, error = %err, "could not record attempts"),
         }
         for finished in &batch {
             self.leave_lane(&finished.due);

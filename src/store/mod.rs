@@ -88,8 +88,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<ClaimedBatch>>;
     /// Every webhook with unfinished deliveries and when the first falls due.
     async fn due_webhooks(&self) -> StoreResult<Vec<(String, Timestamp)>>;
-    /// Records attempts and each delivery's next step, in one commit.
-    async fn record_attempts(&self, records: Vec<AttemptRecord>, now: Timestamp) -> StoreResult<()>;
+    /// Records attempts and each delivery's next step, and hands back
+    /// `put_off` deliveries (claimed but not sent) unchanged, in one commit.
+    async fn record_attempts(
+        &self,
+        records: Vec<AttemptRecord>,
+        put_off: Vec<String>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
     /// Makes every leased delivery due at `now` (a single node's restart).
     async fn release_leases(&self, now: Timestamp) -> StoreResult<u64>;
 

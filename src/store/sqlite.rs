@@ -497,7 +497,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_attempts(&self, records: Vec<AttemptRecord>, now: Timestamp) -> StoreResult<()> {
+    async fn record_attempts(
+        &self,
+        records: Vec<AttemptRecord>,
+        put_off: Vec<String>,
+        now: Timestamp,
+    ) -> StoreResult<()> {
         self.pool
             .write(move |conn| {
                 let mut insert = conn.prepare_cached(
@@ -537,6 +542,10 @@ impl Store for SqliteStore {
                         last_error,
                         now.0
                     ])?;
+                }
+                let mut release = conn.prepare_cached("UPDATE deliveries SET leased = 0 WHERE id = ?1")?;
+                for id in &put_off {
+                    release.execute([id])?;
                 }
                 Ok(())
             })

@@ -6,7 +6,9 @@ use axum::http::Method;
 use herald::model::NextStep;
 use serde_json::{Value, json};
 
-use crate::support::{Receiver, Reply, TestApp, run_herald, seed_js_verifier_accepts, spawn_herald_with_env};
+use crate::support::{
+    Receiver, Reply, TestApp, run_herald, seed_js_verifier_accepts, spawn_herald_with_env, stop_gracefully,
+};
 
 /// Fails every attempt of a webhook with `profile`'s defaults and checks
 /// each wait against the seed's numbers, to the millisecond.
@@ -59,14 +61,15 @@ async fn an_environment_only_wwebjs_deployment_delivers_without_any_api_setup() 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("herald.db");
     let mut receiver = Receiver::start_with(vec![Reply::status(500)]).await;
+    let url = receiver.url.clone();
     // The seed's variables, in the child's environment only.
     let env = [
-        ("WEBHOOK_URL", receiver.url.as_str()),
+        ("WEBHOOK_URL", url.as_str()),
         ("WEBHOOK_RETRY_ATTEMPTS", "2"),
         ("WEBHOOK_RETRY_DELAY", "50"),
         ("WEBHOOK_SECRET", "env-secret"),
     ];
-    let (_child, base) = spawn_herald_with_env(&db, &[], &env).await;
+    let (child, base) = spawn_herald_with_env(&db, &[], &env).await;
     let credentials: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("herald.credentials.json")).unwrap()).unwrap();
     let token = credentials["token"].as_str().unwrap();
@@ -85,6 +88,9 @@ async fn an_environment_only_wwebjs_deployment_delivers_without_any_api_setup() 
     assert_eq!(second.json()["data"]["body"], "Hello!");
     assert_eq!(first.body, second.body);
     seed_js_verifier_accepts("env-secret", &second).await;
+    // A clean stop records every attempt; the restarted deployment reads them.
+    stop_gracefully(child).await;
+    let (_child, _base) = spawn_herald_with_env(&db, &[], &env).await;
     let log: Value = serde_json::from_str(
         &run_herald(&["deliveries", "list", "--database", &format!("sqlite://{}", db.display())]).await,
     )

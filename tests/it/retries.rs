@@ -223,3 +223,44 @@ async fn the_standard_policy_spreads_eight_attempts_over_about_a_day_with_jitter
     assert_eq!(delivery["n_attempts"], 8);
     assert_eq!(delivery["status"], "failed");
 }
+
+#[tokio::test]
+async fn a_circuit_breaker_stops_hammering_a_failing_receiver_and_probes_it() {
+    let mut app = TestApp::spawn_with(|config| config.engine.per_webhook_concurrency = 1).await;
+    let mut receiver = Receiver::start_with((0..6).map(|_| Reply::status(503)).collect()).await;
+    app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": [3600]}})).await;
+    let start = app.now();
+    let batch: Vec<Value> = (0..8).map(|n| json!({"type": "t", "payload": {"n": n}})).collect();
+    assert_eq!(app.post("/v1/events", json!(batch)).await.0, 202);
+    // Five failures in a row open the breaker...
+    for _ in 0..5 {
+        receiver.next().await;
+        assert!(matches!(app.next_attempt().await.next, NextStep::RetryAt(_)));
+    }
+    // ...so the other three wait, their attempts intact, until the cooldown
+    // ends: the next attempt is a single probe at +1 s.
+    app.clock.advance(Duration::from_millis(999));
+    app.clock.advance(Duration::from_millis(1));
+    receiver.next().await;
+    let probe = app.next_attempt().await;
+    assert_eq!(probe.attempt.started_at, Timestamp(start.0 + 1000));
+    // The probe failed (a sixth 503): twice the cooldown.
+    app.clock.advance(Duration::from_millis(1999));
+    app.clock.advance(Duration::from_millis(1));
+    receiver.next().await;
+    let probe = app.next_attempt().await;
+    assert_eq!(probe.attempt.started_at, Timestamp(start.0 + 3000));
+    assert_eq!(probe.next, NextStep::Success, "the receiver is back");
+    // Closed again: the last delivery, put off while the breaker was open,
+    // follows at once, with its attempts intact.
+    receiver.next().await;
+    assert_eq!(app.next_attempt().await.next, NextStep::Success);
+    let (_, page) = app.get("/v1/deliveries?status=success").await;
+    let succeeded = page["data"].as_array().unwrap();
+    assert_eq!(succeeded.len(), 2);
+    for delivery in succeeded {
+        assert_eq!(delivery["n_attempts"], 1, "{delivery}");
+    }
+    let (_, retrying) = app.get("/v1/deliveries?status=retrying").await;
+    assert_eq!(retrying["data"].as_array().unwrap().len(), 6, "five failures and one failed probe");
+}

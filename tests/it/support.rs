@@ -369,3 +369,13 @@ pub fn hex_hmac(key: &[u8], body: &[u8]) -> String {
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
+
+/// Stops a child Herald with SIGTERM and checks it exits cleanly (after
+/// recording every attempt it made).
+pub async fn stop_gracefully(mut child: tokio::process::Child) {
+    let pid = child.id().expect("the child is running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("herald stopped in time").unwrap();
+    assert!(status.success(), "herald exited with {status} on SIGTERM");
+}
