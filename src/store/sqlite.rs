@@ -81,20 +81,24 @@ CREATE TABLE deliveries (
     last_error TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
-);
+) WITHOUT ROWID;
+-- Clustered by id (a ULID, so new rows append): one b-tree, not a rowid
+-- table plus an index on id.
 CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at) WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX deliveries_by_account ON deliveries (account_id, id);
+-- Clustered by (delivery, attempt number): a delivery's attempts are one
+-- range, and no separate index is kept.
 CREATE TABLE attempts (
-    seq INTEGER PRIMARY KEY,
     delivery_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
     started_at INTEGER NOT NULL,
     duration_ms INTEGER NOT NULL,
     status_code INTEGER,
     response_body TEXT,
     error_class TEXT,
-    error_message TEXT
-);
-CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
+    error_message TEXT,
+    PRIMARY KEY (delivery_id, n)
+) WITHOUT ROWID;
 "#];
 
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
@@ -506,8 +510,9 @@ impl Store for SqliteStore {
         self.pool
             .write(move |conn| {
                 let mut insert = conn.prepare_cached(
-                    "INSERT INTO attempts (delivery_id, started_at, duration_ms, status_code, response_body, \
-                     error_class, error_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, status_code, response_body, \
+                     error_class, error_message) \
+                     VALUES (?1, (SELECT n_attempts + 1 FROM deliveries WHERE id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 let mut update = conn.prepare_cached(
                     "UPDATE deliveries SET status = ?2, n_attempts = n_attempts + 1, final_attempt = 0, \
@@ -610,7 +615,7 @@ impl Store for SqliteStore {
                 };
                 let mut stmt = conn.prepare_cached(
                     "SELECT started_at, duration_ms, status_code, response_body, error_class, error_message \
-                     FROM attempts WHERE delivery_id = ?1 ORDER BY seq",
+                     FROM attempts WHERE delivery_id = ?1 ORDER BY n",
                 )?;
                 let attempts = stmt
                     .query_map([&id], |row| {
