@@ -134,7 +134,9 @@ impl Outbound {
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            // Many webhooks often share one host: keep as many idle connections
+            // as there can be requests in flight, so bursts do not reconnect.
+            .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
             .build()?;
         Ok(Outbound { client, allow_private })
