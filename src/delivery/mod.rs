@@ -174,9 +174,17 @@ impl Engine {
     pub fn mark_due<'a>(&self, webhook_ids: impl IntoIterator<Item = &'a str>, at: Timestamp) {
         let mut schedule = self.schedule.lock().unwrap();
         for webhook_id in webhook_ids {
-            let entry = schedule.due.entry(webhook_id.to_owned()).or_insert(Due { at, marked: None });
-            entry.at = entry.at.min(at);
-            entry.marked = Some(entry.marked.map_or(at, |m| m.min(at)));
+            // A batch names the same webhook many times: look up before
+            // allocating a key.
+            match schedule.due.get_mut(webhook_id) {
+                Some(entry) => {
+                    entry.at = entry.at.min(at);
+                    entry.marked = Some(entry.marked.map_or(at, |m| m.min(at)));
+                }
+                None => {
+                    schedule.due.insert(webhook_id.to_owned(), Due { at, marked: Some(at) });
+                }
+            }
         }
         drop(schedule);
         // Always: the dispatcher may be mid-claim with an older view.
