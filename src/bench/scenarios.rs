@@ -295,16 +295,17 @@ pub async fn scheduled_backlog(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Resul
     let receiver = BenchReceiver::start().await?;
     let herald = HeraldProcess::start().await?;
     let client = Client::new(&herald.base, &herald.token);
-    // Each delivery fails once, then waits ten hours for its retry.
+    // The receiver is down: the first deliveries fail and wait ten hours for
+    // their retry, and after five failures the webhook's circuit breaker
+    // holds all the others back, so nothing is due for a long while.
     client.create_webhook(json!({"url": format!("{}/fail", receiver.base), "retry": {"schedule": [36000]}})).await?;
     let n = sizes.backlog;
-    let progress = show_progress(pb, &receiver, "scheduled backlog", n as u64);
+    pb.set_message(format!("scheduled backlog: ingesting {n} events"));
     let cpu_start = herald.cpu_seconds();
     post_batches(&client, n, "whatsapp:message:status").await?;
-    if !receiver.wait_until(PATIENCE, |c| c.failed.load(Ordering::Relaxed) >= n as u64).await {
-        bail!("scheduled backlog: not every first attempt was made");
+    if !receiver.wait_until(PATIENCE, |c| c.failed.load(Ordering::Relaxed) >= 5).await {
+        bail!("scheduled backlog: the receiver never saw a failing attempt");
     }
-    progress.abort();
     pb.set_message("scheduled backlog: measuring idle CPU");
     // Let the last attempts be recorded, then watch a quiet Herald.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -169,6 +169,32 @@ fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook> {
     })
 }
 
+/// A webhook's columns in `INSERT` order, for the insert and the update.
+fn webhook_values(w: &Webhook) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |t: String| Value::Text(t);
+    let opt_text = |t: Option<String>| t.map_or(Value::Null, Value::Text);
+    let opt_int = |n: Option<i64>| n.map_or(Value::Null, Value::Integer);
+    vec![
+        text(w.id.clone()),
+        text(w.account_id.clone()),
+        text(w.url.clone()),
+        text(w.description.clone()),
+        opt_text(w.event_types.as_ref().map(to_json)),
+        Value::Integer(w.enabled as i64),
+        text(to_json(&w.headers)),
+        text(w.profile.name().to_owned()),
+        opt_text(w.retry.as_ref().map(to_json)),
+        opt_int(w.timeout_ms.map(|t| t as i64)),
+        text(w.secret.clone()),
+        opt_text(w.previous_secret.as_ref().map(|p| p.secret.clone())),
+        opt_int(w.previous_secret.as_ref().map(|p| p.expires_at.0)),
+        Value::Integer(w.created_at.0),
+        Value::Integer(w.updated_at.0),
+        opt_text(options_json(&w.options)),
+    ]
+}
+
 fn options_json(options: &crate::profile::ProfileOptions) -> Option<String> {
     (options != &Default::default()).then(|| to_json(options))
 }
@@ -343,30 +369,12 @@ impl Store for SqliteStore {
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<()> {
         self.pool
             .write(move |conn| {
-                let w = &webhook;
                 conn.prepare_cached(
                     "INSERT INTO webhooks (id, account_id, url, description, event_types, enabled, headers, profile, \
                      retry, timeout_ms, secret, previous_secret, previous_expires_at, created_at, updated_at, options) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )?
-                .execute(params![
-                    w.id,
-                    w.account_id,
-                    w.url,
-                    w.description,
-                    w.event_types.as_ref().map(to_json),
-                    w.enabled,
-                    to_json(&w.headers),
-                    w.profile.name(),
-                    w.retry.as_ref().map(to_json),
-                    w.timeout_ms.map(|t| t as i64),
-                    w.secret,
-                    w.previous_secret.as_ref().map(|p| p.secret.clone()),
-                    w.previous_secret.as_ref().map(|p| p.expires_at.0),
-                    w.created_at.0,
-                    w.updated_at.0,
-                    options_json(&w.options),
-                ])?;
+                .execute(rusqlite::params_from_iter(webhook_values(&webhook)))?;
                 Ok(())
             })
             .await
@@ -392,31 +400,15 @@ impl Store for SqliteStore {
     async fn update_webhook(&self, webhook: Webhook) -> StoreResult<()> {
         self.pool
             .write(move |conn| {
-                let w = &webhook;
+                // The same 16 values as the insert; ?14 (created_at) stays as it was.
                 let n = conn
                     .prepare_cached(
                         "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, enabled = ?6, headers = ?7, \
                          profile = ?8, retry = ?9, timeout_ms = ?10, secret = ?11, previous_secret = ?12, \
-                         previous_expires_at = ?13, updated_at = ?14, options = ?15 \
+                         previous_expires_at = ?13, updated_at = ?15, options = ?16 \
                          WHERE id = ?1 AND account_id = ?2 AND deleted = 0",
                     )?
-                    .execute(params![
-                        w.id,
-                        w.account_id,
-                        w.url,
-                        w.description,
-                        w.event_types.as_ref().map(to_json),
-                        w.enabled,
-                        to_json(&w.headers),
-                        w.profile.name(),
-                        w.retry.as_ref().map(to_json),
-                        w.timeout_ms.map(|t| t as i64),
-                        w.secret,
-                        w.previous_secret.as_ref().map(|p| p.secret.clone()),
-                        w.previous_secret.as_ref().map(|p| p.expires_at.0),
-                        w.updated_at.0,
-                        options_json(&w.options),
-                    ])?;
+                    .execute(rusqlite::params_from_iter(webhook_values(&webhook)))?;
                 if n == 0 { Err(StoreError::NotFound("webhook".into())) } else { Ok(()) }
             })
             .await
