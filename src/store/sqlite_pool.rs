@@ -52,18 +52,8 @@ impl Pool {
         }
         let mut conn = open_connection(path)?;
         migrate(&mut conn)?;
-        // Checkpoints run on their own thread and connection, so a commit
-        // never waits for the WAL to be copied into the database file.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-        let checkpointer = open_connection(path)?;
-        let (checkpoint_due, checkpoint_requests) = std::sync::mpsc::sync_channel::<()>(1);
-        std::thread::Builder::new()
-            .name("herald-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, checkpoint_requests))?;
         let (writer, jobs) = mpsc::channel(QUEUE_DEPTH);
-        std::thread::Builder::new()
-            .name("herald-sqlite-writer".into())
-            .spawn(move || write_loop(conn, jobs, checkpoint_due))?;
+        std::thread::Builder::new().name("herald-sqlite-writer".into()).spawn(move || write_loop(conn, jobs))?;
         Ok(Pool { writer, readers: Mutex::new(Vec::new()), path: path.to_owned() })
     }
 
@@ -122,25 +112,9 @@ fn run_in_savepoint<T>(conn: &Connection, job: impl FnOnce(&Connection) -> Store
     result
 }
 
-/// Commits between checkpoint requests (SQLite's own default is a
-/// checkpoint per 1000 WAL pages; a commit here writes a few pages).
-const COMMITS_PER_CHECKPOINT: u32 = 1000;
-
-/// Copies the WAL into the database whenever the writer asks. PASSIVE:
-/// it never blocks the writer or readers; what it cannot copy now waits
-/// for the next request.
-fn checkpoint_loop(conn: Connection, requests: std::sync::mpsc::Receiver<()>) {
-    while requests.recv().is_ok() {
-        if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-            tracing::warn!(error = %err, "sqlite checkpoint failed");
-        }
-    }
-}
-
-fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>, checkpoint_due: std::sync::mpsc::SyncSender<()>) {
+fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_GROUP);
-    let mut commits_since_checkpoint = 0u32;
     while let Some(first) = jobs.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -164,13 +138,6 @@ fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>, checkpoint_due: s
         let committed = conn.execute_batch("COMMIT");
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
-        }
-        commits_since_checkpoint += 1;
-        if commits_since_checkpoint >= COMMITS_PER_CHECKPOINT {
-            // A full channel means a checkpoint is already pending: fine.
-            if checkpoint_due.try_send(()).is_ok() {
-                commits_since_checkpoint = 0;
-            }
         }
         for completion in completions.drain(..) {
             let outcome = match &committed {
