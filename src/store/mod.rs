@@ -3,7 +3,6 @@
 //! default; a PostgreSQL one implements the same trait.
 
 mod sqlite;
-mod sqlite_pool;
 
 use async_trait::async_trait;
 

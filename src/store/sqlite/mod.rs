@@ -1,119 +1,31 @@
 //! The embedded SQLite store: the default, zero-configuration backend.
+//! `schema` holds the migrations, `rows` the row mapping, `writes` the
+//! ingest and claim transactions, `pool` the writer thread and readers.
+
+mod pool;
+mod rows;
+mod schema;
+mod writes;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, params};
 
-use super::sqlite_pool::{Pool, internal};
+use self::pool::{Pool, internal};
+use self::rows::{
+    DELIVERY_COLUMNS, DELIVERY_FROM, WEBHOOK_COLUMNS, delivery_from_row, id_at, insert_account, insert_token,
+    load_webhooks, webhook_from_row, webhook_values,
+};
+use self::writes::{claim_for_webhook, ingest_in};
 use super::{Bootstrap, ClaimedBatch, Store, StoreError, StoreResult};
 use crate::model::{
-    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, DueDelivery, ErrorClass, Event,
-    IngestOutcome, NewEvent, NextStep, Principal, RetiringSecret, Timestamp, Webhook, new_id, new_id_at,
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, ErrorClass, Event, IngestOutcome,
+    NewEvent, NextStep, Principal, Timestamp, Webhook,
 };
-use crate::profile::Profile;
 use crate::signing;
 use crate::stats::WebhookSample;
-use crate::{catalogue, filter};
-
-/// Schema migrations, applied in order; `PRAGMA user_version` counts how
-/// many a database has had. Append only: never edit a shipped migration.
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE accounts (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    strict_event_types INTEGER NOT NULL DEFAULT 0
-);
--- account_id NULL marks an operator token.
-CREATE TABLE tokens (hash TEXT PRIMARY KEY, account_id TEXT, created_at INTEGER NOT NULL);
-CREATE TABLE webhooks (
-    id TEXT PRIMARY KEY,
-    account_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    description TEXT NOT NULL,
-    event_types TEXT,
-    enabled INTEGER NOT NULL,
-    headers TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    retry TEXT,
-    timeout_ms INTEGER,
-    secret TEXT NOT NULL,
-    previous_secret TEXT,
-    previous_expires_at INTEGER,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0,
-    -- Profile-specific settings (compose template, viber privacy flags).
-    options TEXT
-);
-CREATE INDEX webhooks_by_account ON webhooks (account_id) WHERE deleted = 0;
-CREATE TABLE events (
-    seq INTEGER PRIMARY KEY,
-    account_id TEXT NOT NULL,
-    id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    webhook_id TEXT,
-    timestamp INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    n_deliveries INTEGER NOT NULL,
-    UNIQUE (account_id, id)
-);
-CREATE TABLE deliveries (
-    id TEXT PRIMARY KEY,
-    account_id TEXT NOT NULL,
-    event_seq INTEGER NOT NULL,
-    event_id TEXT NOT NULL,
-    event_type TEXT NOT NULL,
-    webhook_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    n_attempts INTEGER NOT NULL DEFAULT 0,
-    final_attempt INTEGER NOT NULL DEFAULT 0,
-    -- Set while the delivery is pending or retrying: when it is due,
-    -- while leased, still the time it was due.
-    next_attempt_at INTEGER,
-    leased INTEGER NOT NULL DEFAULT 0,
-    last_status_code INTEGER,
-    last_error TEXT,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-) WITHOUT ROWID;
--- Clustered by id (a ULID, so new rows append): one b-tree, not a rowid
--- table plus an index on id.
-CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at) WHERE next_attempt_at IS NOT NULL;
-CREATE INDEX deliveries_by_account ON deliveries (account_id, id);
--- Clustered by (delivery, attempt number): a delivery's attempts are one
--- range, and no separate index is kept.
-CREATE TABLE attempts (
-    delivery_id TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    started_at INTEGER NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    status_code INTEGER,
-    response_body TEXT,
-    error_class TEXT,
-    error_message TEXT,
-    PRIMARY KEY (delivery_id, n)
-) WITHOUT ROWID;
-"#];
-
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let tx = conn.transaction()?;
-    let applied: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if applied > MIGRATIONS.len() {
-        anyhow::bail!("database schema version {applied} is newer than this herald ({})", MIGRATIONS.len());
-    }
-    for migration in &MIGRATIONS[applied..] {
-        tx.execute_batch(migration)?;
-    }
-    tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))?;
-    tx.commit()?;
-    Ok(())
-}
 
 pub struct SqliteStore {
     pool: Pool,
@@ -124,150 +36,12 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
-        Ok(SqliteStore { pool: Pool::open(path, migrate)?, known_tokens: Default::default() })
+        Ok(SqliteStore { pool: Pool::open(path, schema::migrate)?, known_tokens: Default::default() })
     }
 }
 
 /// Tokens remembered at most; past it the cache starts over.
 const MAX_KNOWN_TOKENS: usize = 10_000;
-
-const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.description, w.event_types, w.enabled, w.headers, \
-     w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at, w.options";
-
-fn json_column<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<Option<T>> {
-    let text: Option<String> = row.get(idx)?;
-    text.map(|t| {
-        serde_json::from_str(&t)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
-    })
-    .transpose()
-}
-
-/// Reads a webhook from `WEBHOOK_COLUMNS` starting at column `at`.
-fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook> {
-    let profile: String = row.get(at + 7)?;
-    let previous_secret: Option<String> = row.get(at + 11)?;
-    let previous_expires_at: Option<i64> = row.get(at + 12)?;
-    Ok(Webhook {
-        id: row.get(at)?,
-        account_id: row.get(at + 1)?,
-        url: row.get(at + 2)?,
-        description: row.get(at + 3)?,
-        event_types: json_column(row, at + 4)?,
-        enabled: row.get(at + 5)?,
-        headers: json_column::<BTreeMap<String, String>>(row, at + 6)?.unwrap_or_default(),
-        profile: Profile::parse(&profile).unwrap_or_default(),
-        retry: json_column(row, at + 8)?,
-        timeout_ms: row.get::<_, Option<i64>>(at + 9)?.map(|t| t as u64),
-        secret: row.get(at + 10)?,
-        previous_secret: previous_secret
-            .zip(previous_expires_at)
-            .map(|(secret, expires_at)| RetiringSecret { secret, expires_at: Timestamp(expires_at) }),
-        created_at: Timestamp(row.get(at + 13)?),
-        updated_at: Timestamp(row.get(at + 14)?),
-        options: json_column(row, at + 15)?.unwrap_or_default(),
-    })
-}
-
-/// A webhook's columns in `INSERT` order, for the insert and the update.
-fn webhook_values(w: &Webhook) -> Vec<rusqlite::types::Value> {
-    use rusqlite::types::Value;
-    let text = |t: String| Value::Text(t);
-    let opt_text = |t: Option<String>| t.map_or(Value::Null, Value::Text);
-    let opt_int = |n: Option<i64>| n.map_or(Value::Null, Value::Integer);
-    vec![
-        text(w.id.clone()),
-        text(w.account_id.clone()),
-        text(w.url.clone()),
-        text(w.description.clone()),
-        opt_text(w.event_types.as_ref().map(to_json)),
-        Value::Integer(w.enabled as i64),
-        text(to_json(&w.headers)),
-        text(w.profile.name().to_owned()),
-        opt_text(w.retry.as_ref().map(to_json)),
-        opt_int(w.timeout_ms.map(|t| t as i64)),
-        text(w.secret.clone()),
-        opt_text(w.previous_secret.as_ref().map(|p| p.secret.clone())),
-        opt_int(w.previous_secret.as_ref().map(|p| p.expires_at.0)),
-        Value::Integer(w.created_at.0),
-        Value::Integer(w.updated_at.0),
-        opt_text(options_json(&w.options)),
-    ]
-}
-
-fn options_json(options: &crate::profile::ProfileOptions) -> Option<String> {
-    (options != &Default::default()).then(|| to_json(options))
-}
-
-/// The smallest id of kind `prefix` made at `at`: ids are ULIDs, so ids
-/// made before `at` sort below it and ids made at or after it do not.
-fn id_at(prefix: &str, at: Timestamp) -> String {
-    let ms = u64::try_from(at.0).unwrap_or(0);
-    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, 0))
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("domain values serialise")
-}
-
-/// Delivery columns, read from `deliveries d JOIN events e JOIN webhooks w`.
-const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.event_type, d.webhook_id, d.status, d.n_attempts, \
-     d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.updated_at, d.leased, e.payload, w.url";
-const DELIVERY_FROM: &str = "deliveries d JOIN events e ON e.seq = d.event_seq JOIN webhooks w ON w.id = d.webhook_id";
-
-fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
-    let status: String = row.get(4)?;
-    let leased: bool = row.get(11)?;
-    // Being attempted right now: no schedule to show.
-    Ok(Delivery {
-        id: row.get(0)?,
-        event_id: row.get(1)?,
-        event_type: row.get(2)?,
-        webhook_id: row.get(3)?,
-        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
-        n_attempts: row.get(5)?,
-        next_attempt_at: if leased { None } else { row.get::<_, Option<i64>>(6)?.map(Timestamp) },
-        last_status_code: row.get(7)?,
-        last_error: row.get(8)?,
-        created_at: Timestamp(row.get(9)?),
-        updated_at: Timestamp(row.get(10)?),
-        payload: row.get(12)?,
-        webhook_url: row.get(13)?,
-    })
-}
-
-fn insert_token(conn: &Connection, hash: &str, account_id: Option<&str>, now: Timestamp) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT INTO tokens (hash, account_id, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![hash, account_id, now.0])?;
-    Ok(())
-}
-
-fn insert_account(conn: &Connection, name: &str, token_hash: &str, now: Timestamp) -> rusqlite::Result<Account> {
-    let account = Account { id: new_id("acc"), name: name.to_owned(), created_at: now, strict_event_types: false };
-    conn.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)")?.execute(params![
-        account.id,
-        account.name,
-        now.0
-    ])?;
-    insert_token(conn, token_hash, Some(&account.id), now)?;
-    Ok(account)
-}
-
-fn load_webhooks(conn: &Connection, account_id: &str) -> rusqlite::Result<Vec<Webhook>> {
-    let sql =
-        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.account_id = ?1 AND w.deleted = 0 ORDER BY w.id");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    stmt.query_map([account_id], |row| webhook_from_row(row, 0))?.collect()
-}
-
-fn finish_without_attempt(conn: &Connection, delivery_id: &str, reason: &str, now: Timestamp) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, leased = 0, last_status_code = NULL, \
-         last_error = ?2, updated_at = ?3 WHERE id = ?1",
-    )?
-    .execute(params![delivery_id, reason, now.0])?;
-    Ok(())
-}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -702,180 +476,6 @@ impl Store for SqliteStore {
             })
             .await
     }
-}
-
-/// Claims up to `limit` due deliveries of one webhook, inside the writer's
-/// transaction; see `Store::claim_due`.
-fn claim_for_webhook(
-    conn: &Connection,
-    webhook_id: &str,
-    now: Timestamp,
-    lease_until: Timestamp,
-    limit: usize,
-) -> StoreResult<ClaimedBatch> {
-    let sql = format!("SELECT {WEBHOOK_COLUMNS}, w.deleted FROM webhooks w WHERE w.id = ?1");
-    let found = conn
-        .prepare_cached(&sql)?
-        .query_row([webhook_id], |row| Ok((webhook_from_row(row, 0)?, row.get::<_, bool>(16)?)))
-        .optional()?;
-    let refusal = match &found {
-        None | Some((_, true)) => Some("webhook deleted"),
-        Some((webhook, false)) if !webhook.enabled => Some("webhook disabled"),
-        _ => None,
-    };
-    let webhook = Arc::new(found.map(|(w, _)| w).unwrap_or_else(|| placeholder_webhook(webhook_id)));
-    let mut due_rows = conn.prepare_cached(
-        "SELECT d.id, d.n_attempts, d.final_attempt, d.event_id, d.event_type, e.timestamp, e.payload \
-         FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-         WHERE d.webhook_id = ?1 AND d.next_attempt_at <= ?2 AND d.leased = 0 ORDER BY d.next_attempt_at LIMIT ?3",
-    )?;
-    let rows = due_rows.query_map(params![webhook_id, now.0, limit as i64], |row| {
-        Ok(DueDelivery {
-            delivery_id: row.get(0)?,
-            n_attempts: row.get(1)?,
-            final_attempt: row.get(2)?,
-            event_id: row.get(3)?,
-            event_type: row.get(4)?,
-            event_timestamp: Timestamp(row.get(5)?),
-            payload: row.get(6)?,
-            webhook: webhook.clone(),
-        })
-    })?;
-    let deliveries: Vec<DueDelivery> = rows.collect::<Result<_, _>>()?;
-    if let Some(reason) = refusal {
-        for due in &deliveries {
-            finish_without_attempt(conn, &due.delivery_id, reason, now)?;
-        }
-        // More may wait; the engine claims again at once.
-        let next_due = (deliveries.len() == limit).then_some(now);
-        return Ok(ClaimedBatch { webhook_id: webhook_id.to_owned(), deliveries: Vec::new(), next_due });
-    }
-    // One node owns an SQLite database, so a lease is a flag that the next
-    // start clears (`release_leases`), not a deadline; leaving
-    // `next_attempt_at` alone spares the due index an update per delivery.
-    let _ = lease_until;
-    let mut lease = conn.prepare_cached("UPDATE deliveries SET leased = 1 WHERE id = ?1")?;
-    for due in &deliveries {
-        lease.execute(params![due.delivery_id])?;
-    }
-    // The next unleased delivery; leased ones are in this engine's hands.
-    let next_due: Option<i64> = conn
-        .prepare_cached(
-            "SELECT next_attempt_at FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL \
-             AND leased = 0 ORDER BY next_attempt_at LIMIT 1",
-        )?
-        .query_row([webhook_id], |r| r.get(0))
-        .optional()?;
-    Ok(ClaimedBatch { webhook_id: webhook_id.to_owned(), deliveries, next_due: next_due.map(Timestamp) })
-}
-
-/// Stands in for a webhook row that no longer exists.
-fn placeholder_webhook(id: &str) -> Webhook {
-    Webhook {
-        id: id.to_owned(),
-        account_id: String::new(),
-        url: String::new(),
-        description: String::new(),
-        event_types: None,
-        enabled: false,
-        headers: Default::default(),
-        profile: Profile::default(),
-        options: Default::default(),
-        retry: None,
-        timeout_ms: None,
-        secret: String::new(),
-        previous_secret: None,
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-    }
-}
-
-/// The body of `Store::ingest`, inside the writer's transaction.
-fn ingest_in(
-    conn: &Connection,
-    account_id: &str,
-    events: Vec<NewEvent>,
-    now: Timestamp,
-) -> StoreResult<Vec<IngestOutcome>> {
-    let strict: bool = conn
-        .prepare_cached("SELECT strict_event_types FROM accounts WHERE id = ?1")?
-        .query_row([account_id], |r| r.get(0))
-        .optional()?
-        .unwrap_or(false);
-    if strict && let Some((i, event)) = events.iter().enumerate().find(|(_, e)| !catalogue::is_known(&e.event_type)) {
-        return Err(StoreError::Invalid(format!(
-            "events[{i}].type: `{}` is not in the event catalogue (this account is in strict mode)",
-            event.event_type
-        )));
-    }
-    let webhooks = load_webhooks(conn, account_id)?;
-    // A targeted webhook must exist in this account, or the whole request
-    // fails before anything is written.
-    for (i, event) in events.iter().enumerate() {
-        if let Some(target) = &event.webhook_id
-            && !webhooks.iter().any(|w| &w.id == target)
-        {
-            return Err(StoreError::NotFound(format!("webhook `{target}` (events[{i}].webhook_id)")));
-        }
-    }
-    let mut find = conn.prepare_cached("SELECT id, n_deliveries FROM events WHERE account_id = ?1 AND id = ?2")?;
-    let mut insert_event = conn.prepare_cached(
-        "INSERT INTO events (account_id, id, type, payload, webhook_id, timestamp, created_at, n_deliveries) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    let mut insert_delivery = conn.prepare_cached(
-        "INSERT INTO deliveries (id, account_id, event_seq, event_id, event_type, webhook_id, status, next_attempt_at, \
-         created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?7)",
-    )?;
-    let mut outcomes = Vec::with_capacity(events.len());
-    for event in events {
-        if let Some(id) = &event.id {
-            let seen: Option<(String, u32)> =
-                find.query_row([account_id, id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-            if let Some((id, deliveries)) = seen {
-                outcomes.push(IngestOutcome { id, deliveries, duplicate: true, webhook_ids: Vec::new() });
-                continue;
-            }
-        }
-        let targets: Vec<&Webhook> = match &event.webhook_id {
-            Some(target) => webhooks.iter().filter(|w| &w.id == target && w.enabled).collect(),
-            None => webhooks
-                .iter()
-                .filter(|w| w.enabled && filter::matches(w.event_types.as_deref(), &event.event_type))
-                .collect(),
-        };
-        let id = event.id.unwrap_or_else(|| new_id("evt"));
-        let timestamp = event.timestamp.unwrap_or(now);
-        insert_event.execute(params![
-            account_id,
-            id,
-            event.event_type,
-            event.payload,
-            event.webhook_id,
-            timestamp.0,
-            now.0,
-            targets.len() as i64
-        ])?;
-        let seq = conn.last_insert_rowid();
-        for webhook in &targets {
-            insert_delivery.execute(params![
-                new_id_at("dlv", now),
-                account_id,
-                seq,
-                id,
-                event.event_type,
-                webhook.id,
-                now.0
-            ])?;
-        }
-        outcomes.push(IngestOutcome {
-            id,
-            deliveries: targets.len() as u32,
-            duplicate: false,
-            webhook_ids: targets.iter().map(|w| w.id.clone()).collect(),
-        });
-    }
-    Ok(outcomes)
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -1,0 +1,163 @@
+//! Row mapping and small statements shared by the SQLite store's verbs:
+//! columns in and out of domain types, ids as time ranges.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, Row, params};
+
+use crate::model::{Account, Delivery, DeliveryStatus, RetiringSecret, Timestamp, Webhook, new_id};
+use crate::profile::Profile;
+
+pub(super) const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.description, w.event_types, w.enabled, w.headers, \
+     w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at, w.options";
+
+pub(super) fn json_column<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(idx)?;
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+    })
+    .transpose()
+}
+
+/// Reads a webhook from `WEBHOOK_COLUMNS` starting at column `at`.
+pub(super) fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook> {
+    let profile: String = row.get(at + 7)?;
+    let previous_secret: Option<String> = row.get(at + 11)?;
+    let previous_expires_at: Option<i64> = row.get(at + 12)?;
+    Ok(Webhook {
+        id: row.get(at)?,
+        account_id: row.get(at + 1)?,
+        url: row.get(at + 2)?,
+        description: row.get(at + 3)?,
+        event_types: json_column(row, at + 4)?,
+        enabled: row.get(at + 5)?,
+        headers: json_column::<BTreeMap<String, String>>(row, at + 6)?.unwrap_or_default(),
+        profile: Profile::parse(&profile).unwrap_or_default(),
+        retry: json_column(row, at + 8)?,
+        timeout_ms: row.get::<_, Option<i64>>(at + 9)?.map(|t| t as u64),
+        secret: row.get(at + 10)?,
+        previous_secret: previous_secret
+            .zip(previous_expires_at)
+            .map(|(secret, expires_at)| RetiringSecret { secret, expires_at: Timestamp(expires_at) }),
+        created_at: Timestamp(row.get(at + 13)?),
+        updated_at: Timestamp(row.get(at + 14)?),
+        options: json_column(row, at + 15)?.unwrap_or_default(),
+    })
+}
+
+/// A webhook's columns in `INSERT` order, for the insert and the update.
+pub(super) fn webhook_values(w: &Webhook) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |t: String| Value::Text(t);
+    let opt_text = |t: Option<String>| t.map_or(Value::Null, Value::Text);
+    let opt_int = |n: Option<i64>| n.map_or(Value::Null, Value::Integer);
+    vec![
+        text(w.id.clone()),
+        text(w.account_id.clone()),
+        text(w.url.clone()),
+        text(w.description.clone()),
+        opt_text(w.event_types.as_ref().map(to_json)),
+        Value::Integer(w.enabled as i64),
+        text(to_json(&w.headers)),
+        text(w.profile.name().to_owned()),
+        opt_text(w.retry.as_ref().map(to_json)),
+        opt_int(w.timeout_ms.map(|t| t as i64)),
+        text(w.secret.clone()),
+        opt_text(w.previous_secret.as_ref().map(|p| p.secret.clone())),
+        opt_int(w.previous_secret.as_ref().map(|p| p.expires_at.0)),
+        Value::Integer(w.created_at.0),
+        Value::Integer(w.updated_at.0),
+        opt_text(options_json(&w.options)),
+    ]
+}
+
+pub(super) fn options_json(options: &crate::profile::ProfileOptions) -> Option<String> {
+    (options != &Default::default()).then(|| to_json(options))
+}
+
+/// The smallest id of kind `prefix` made at `at`: ids are ULIDs, so ids
+/// made before `at` sort below it and ids made at or after it do not.
+pub(super) fn id_at(prefix: &str, at: Timestamp) -> String {
+    let ms = u64::try_from(at.0).unwrap_or(0);
+    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, 0))
+}
+
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("domain values serialise")
+}
+
+/// Delivery columns, read from `deliveries d JOIN events e JOIN webhooks w`.
+pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.event_type, d.webhook_id, d.status, d.n_attempts, \
+     d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.updated_at, d.leased, e.payload, w.url";
+pub(super) const DELIVERY_FROM: &str =
+    "deliveries d JOIN events e ON e.seq = d.event_seq JOIN webhooks w ON w.id = d.webhook_id";
+
+pub(super) fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
+    let status: String = row.get(4)?;
+    let leased: bool = row.get(11)?;
+    // Being attempted right now: no schedule to show.
+    Ok(Delivery {
+        id: row.get(0)?,
+        event_id: row.get(1)?,
+        event_type: row.get(2)?,
+        webhook_id: row.get(3)?,
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
+        n_attempts: row.get(5)?,
+        next_attempt_at: if leased { None } else { row.get::<_, Option<i64>>(6)?.map(Timestamp) },
+        last_status_code: row.get(7)?,
+        last_error: row.get(8)?,
+        created_at: Timestamp(row.get(9)?),
+        updated_at: Timestamp(row.get(10)?),
+        payload: row.get(12)?,
+        webhook_url: row.get(13)?,
+    })
+}
+
+pub(super) fn insert_token(
+    conn: &Connection,
+    hash: &str,
+    account_id: Option<&str>,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO tokens (hash, account_id, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![hash, account_id, now.0])?;
+    Ok(())
+}
+
+pub(super) fn insert_account(
+    conn: &Connection,
+    name: &str,
+    token_hash: &str,
+    now: Timestamp,
+) -> rusqlite::Result<Account> {
+    let account = Account { id: new_id("acc"), name: name.to_owned(), created_at: now, strict_event_types: false };
+    conn.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)")?.execute(params![
+        account.id,
+        account.name,
+        now.0
+    ])?;
+    insert_token(conn, token_hash, Some(&account.id), now)?;
+    Ok(account)
+}
+
+pub(super) fn load_webhooks(conn: &Connection, account_id: &str) -> rusqlite::Result<Vec<Webhook>> {
+    let sql =
+        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.account_id = ?1 AND w.deleted = 0 ORDER BY w.id");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    stmt.query_map([account_id], |row| webhook_from_row(row, 0))?.collect()
+}
+
+pub(super) fn finish_without_attempt(
+    conn: &Connection,
+    delivery_id: &str,
+    reason: &str,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, leased = 0, last_status_code = NULL, \
+         last_error = ?2, updated_at = ?3 WHERE id = ?1",
+    )?
+    .execute(params![delivery_id, reason, now.0])?;
+    Ok(())
+}

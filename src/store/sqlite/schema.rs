@@ -1,0 +1,100 @@
+//! The SQLite schema and its migrations.
+
+use rusqlite::Connection;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts how
+/// many a database has had. Append only: never edit a shipped migration.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    strict_event_types INTEGER NOT NULL DEFAULT 0
+);
+-- account_id NULL marks an operator token.
+CREATE TABLE tokens (hash TEXT PRIMARY KEY, account_id TEXT, created_at INTEGER NOT NULL);
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    description TEXT NOT NULL,
+    event_types TEXT,
+    enabled INTEGER NOT NULL,
+    headers TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    retry TEXT,
+    timeout_ms INTEGER,
+    secret TEXT NOT NULL,
+    previous_secret TEXT,
+    previous_expires_at INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    -- Profile-specific settings (compose template, viber privacy flags).
+    options TEXT
+);
+CREATE INDEX webhooks_by_account ON webhooks (account_id) WHERE deleted = 0;
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    webhook_id TEXT,
+    timestamp INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    n_deliveries INTEGER NOT NULL,
+    UNIQUE (account_id, id)
+);
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    event_seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n_attempts INTEGER NOT NULL DEFAULT 0,
+    final_attempt INTEGER NOT NULL DEFAULT 0,
+    -- Set while the delivery is pending or retrying: when it is due,
+    -- while leased, still the time it was due.
+    next_attempt_at INTEGER,
+    leased INTEGER NOT NULL DEFAULT 0,
+    last_status_code INTEGER,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Clustered by id (a ULID, so new rows append): one b-tree, not a rowid
+-- table plus an index on id.
+CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX deliveries_by_account ON deliveries (account_id, id);
+-- Clustered by (delivery, attempt number): a delivery's attempts are one
+-- range, and no separate index is kept.
+CREATE TABLE attempts (
+    delivery_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    status_code INTEGER,
+    response_body TEXT,
+    error_class TEXT,
+    error_message TEXT,
+    PRIMARY KEY (delivery_id, n)
+) WITHOUT ROWID;
+"#];
+
+pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let tx = conn.transaction()?;
+    let applied: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if applied > MIGRATIONS.len() {
+        anyhow::bail!("database schema version {applied} is newer than this herald ({})", MIGRATIONS.len());
+    }
+    for migration in &MIGRATIONS[applied..] {
+        tx.execute_batch(migration)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {}", MIGRATIONS.len()))?;
+    tx.commit()?;
+    Ok(())
+}
