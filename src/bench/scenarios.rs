@@ -38,13 +38,16 @@ fn show_progress(
     })
 }
 
-fn finish(name: &'static str, herald: &HeraldProcess, cpu_before: f64, metrics: Vec<Metric>) -> ScenarioResult {
-    ScenarioResult {
+/// Reads Herald's figures for the scenario, then stops it.
+async fn finish(name: &'static str, herald: HeraldProcess, cpu_before: f64, metrics: Vec<Metric>) -> ScenarioResult {
+    let result = ScenarioResult {
         name,
         metrics,
         herald_cpu_seconds: Some(herald.cpu_seconds() - cpu_before),
         herald_peak_rss_mb: Some(herald.peak_rss_mb()),
-    }
+    };
+    herald.stop().await;
+    result
 }
 
 pub async fn baseline(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
@@ -87,14 +90,13 @@ pub async fn ingest_single(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<S
         }
     })
     .await?;
-    let result = finish(
+    Ok(finish(
         "ingest-single",
-        &herald,
+        herald,
         cpu,
         vec![Metric::new("events/s accepted", n as f64 / elapsed.as_secs_f64(), None)],
-    );
-    herald.stop().await;
-    Ok(result)
+    )
+    .await)
 }
 
 async fn post_batches(client: &Client, n: usize, event_type: &'static str) -> anyhow::Result<Duration> {
@@ -115,14 +117,13 @@ pub async fn ingest_batch(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<Sc
     let cpu = herald.cpu_seconds();
     let n = sizes.ingest_batch;
     let elapsed = post_batches(&client, n, "whatsapp:message:status").await?;
-    let result = finish(
+    Ok(finish(
         "ingest-batch",
-        &herald,
+        herald,
         cpu,
         vec![Metric::new("events/s accepted", n as f64 / elapsed.as_secs_f64(), Some(50_000.0))],
-    );
-    herald.stop().await;
-    Ok(result)
+    )
+    .await)
 }
 
 pub async fn end_to_end(sizes: &Sizes, pb: &ProgressBar, baseline: Option<f64>) -> anyhow::Result<ScenarioResult> {
@@ -145,10 +146,8 @@ pub async fn end_to_end(sizes: &Sizes, pb: &ProgressBar, baseline: Option<f64>) 
         metrics.push(Metric::new("ratio to baseline", rate / baseline, Some(0.5)));
     }
     metrics.push(Metric::at_most("herald CPU ms per event", cpu_ms, 0.1));
-    let mut result = finish("end-to-end", &herald, cpu, metrics);
-    result.metrics.push(Metric::at_most("peak RSS MB", result.herald_peak_rss_mb.unwrap_or(0.0), 150.0));
-    herald.stop().await;
-    Ok(result)
+    metrics.push(Metric::at_most("peak RSS MB", herald.peak_rss_mb(), 150.0));
+    Ok(finish("end-to-end", herald, cpu, metrics).await)
 }
 
 pub async fn latency(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
@@ -194,9 +193,7 @@ pub async fn latency(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<Scenario
         Metric::at_most("p99.9 ms", ms(99.9), 25.0),
         Metric::new("max ms", micros.last().copied().unwrap_or(0) as f64 / 1000.0, None),
     ];
-    let result = finish("latency", &herald, cpu, metrics);
-    herald.stop().await;
-    Ok(result)
+    Ok(finish("latency", herald, cpu, metrics).await)
 }
 
 pub async fn fan_out(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
@@ -216,14 +213,13 @@ pub async fn fan_out(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<Scenario
     }
     progress.abort();
     let elapsed = receiver.last_ok().unwrap_or_else(Instant::now) - started;
-    let result = finish(
+    Ok(finish(
         "fan-out",
-        &herald,
+        herald,
         cpu,
         vec![Metric::new("deliveries/s", total as f64 / elapsed.as_secs_f64(), Some(20_000.0))],
-    );
-    herald.stop().await;
-    Ok(result)
+    )
+    .await)
 }
 
 /// Healthy deliveries per second and their p99 latency, with `failing`
@@ -286,9 +282,7 @@ pub async fn failing_receiver(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result
         Metric::new("healthy p99 ms with failing", p99, None),
         Metric::at_most("p99 growth", p99 / alone_p99.max(0.001), 1.2),
     ];
-    let result = finish("failing-receiver", &herald, cpu, metrics);
-    herald.stop().await;
-    Ok(result)
+    Ok(finish("failing-receiver", herald, cpu, metrics).await)
 }
 
 pub async fn scheduled_backlog(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
@@ -319,7 +313,5 @@ pub async fn scheduled_backlog(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Resul
         Metric::new("database MB", herald.database_mb(), None),
         Metric::at_most("idle CPU % of a core", idle_percent, 1.0),
     ];
-    let result = finish("scheduled-backlog", &herald, cpu_start, metrics);
-    herald.stop().await;
-    Ok(result)
+    Ok(finish("scheduled-backlog", herald, cpu_start, metrics).await)
 }
