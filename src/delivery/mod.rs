@@ -407,32 +407,46 @@ impl Engine {
     }
 
     async fn record_batch(&self, batch: Vec<Finished>) {
-        let records: Vec<AttemptRecord> = batch.iter().filter_map(|f| f.record.clone()).collect();
-        let put_off: Vec<String> =
-            batch.iter().filter(|f| f.record.is_none()).map(|f| f.due.delivery_id.clone()).collect();
-        let n_put_off = put_off.len();
+        let mut dues = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(batch.len());
+        let (mut put_off, mut waiting, mut retries) = (Vec::new(), Vec::new(), Vec::new());
+        for Finished { due, record } in batch {
+            match record {
+                Some(record) => {
+                    if let NextStep::RetryAt(at) = record.next {
+                        retries.push((due.webhook.id.clone(), at));
+                    }
+                    records.push(record);
+                }
+                None => {
+                    put_off.push(due.delivery_id.clone());
+                    waiting.push(due.webhook.id.clone());
+                }
+            }
+            dues.push(due);
+        }
+        // Copies only when someone watches the feed (tests, live views).
+        let watched = (self.recorded.receiver_count() > 0).then(|| records.clone());
+        let n = dues.len();
         match self.store.record_attempts(records, put_off, self.clock.now()).await {
             Ok(()) => {
-                let now = self.clock.now();
-                for finished in &batch {
-                    match &finished.record {
-                        Some(record) => {
-                            if let NextStep::RetryAt(at) = record.next {
-                                self.mark_due([finished.due.webhook.id.as_str()], at);
-                            }
-                            let _ = self.recorded.send(record.clone());
-                        }
-                        // Still due: the plan holds it back while the breaker is open.
-                        None => self.mark_due([finished.due.webhook.id.as_str()], now),
-                    }
+                for (webhook_id, at) in &retries {
+                    self.mark_due([webhook_id.as_str()], *at);
+                }
+                if !waiting.is_empty() {
+                    // Still due: the plan holds them back while the breaker is open.
+                    self.mark_due(waiting.iter().map(String::as_str), self.clock.now());
+                }
+                for record in watched.into_iter().flatten() {
+                    let _ = self.recorded.send(record);
                 }
             }
             // The deliveries stay leased; they are attempted again at the
             // next start.
-            Err(err) => tracing::error!(n = batch.len(), n_put_off, error = %err, "could not record attempts"),
+            Err(err) => tracing::error!(n, error = %err, "could not record attempts"),
         }
-        for finished in &batch {
-            self.leave_lane(&finished.due);
+        for due in &dues {
+            self.leave_lane(due);
         }
     }
 
