@@ -302,7 +302,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let webhook = load(&state, &account_id, &id).await?;
-    Ok(Json(serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise")))
+    let mut view = serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise");
+    view["circuit"] = state.engine.circuit(&webhook.id);
+    Ok(Json(view))
 }
 
 pub async fn update(

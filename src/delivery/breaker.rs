@@ -68,6 +68,19 @@ impl Breaker {
         self.probing = false;
     }
 
+    /// What the API shows of it.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "state": match (self.open_until, self.probing) {
+                (None, _) => "closed",
+                (Some(_), true) => "probing",
+                (Some(_), false) => "open",
+            },
+            "failures_in_a_row": self.failures_in_a_row,
+            "open_until": self.open_until,
+        })
+    }
+
     pub fn is_idle(&self) -> bool {
         self.failures_in_a_row == 0 && self.open_until.is_none()
     }

@@ -352,6 +352,16 @@ impl Engine {
         }
     }
 
+    /// A webhook's circuit breaker as the API shows it (`closed` when it has
+    /// not failed lately).
+    pub fn circuit(&self, webhook_id: &str) -> serde_json::Value {
+        let schedule = self.schedule.lock().unwrap();
+        match schedule.breakers.get(webhook_id) {
+            Some(breaker) => breaker.view(),
+            None => serde_json::json!({"state": "closed", "failures_in_a_row": 0, "open_until": null}),
+        }
+    }
+
     fn breaker_lets_through(&self, webhook_id: &str, is_probe: bool) -> bool {
         let schedule = self.schedule.lock().unwrap();
         schedule.breakers.get(webhook_id).is_none_or(|b| b.lets_through(self.clock.now(), is_probe))

@@ -228,7 +228,7 @@ async fn the_standard_policy_spreads_eight_attempts_over_about_a_day_with_jitter
 async fn a_circuit_breaker_stops_hammering_a_failing_receiver_and_probes_it() {
     let mut app = TestApp::spawn_with(|config| config.engine.per_webhook_concurrency = 1).await;
     let mut receiver = Receiver::start_with((0..6).map(|_| Reply::status(503)).collect()).await;
-    app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": [3600]}})).await;
+    let webhook = app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": [3600]}})).await;
     let start = app.now();
     let batch: Vec<Value> = (0..8).map(|n| json!({"type": "t", "payload": {"n": n}})).collect();
     assert_eq!(app.post("/v1/events", json!(batch)).await.0, 202);
@@ -239,6 +239,9 @@ async fn a_circuit_breaker_stops_hammering_a_failing_receiver_and_probes_it() {
     }
     // ...so the other three wait, their attempts intact, until the cooldown
     // ends: the next attempt is a single probe at +1 s.
+    let (_, shown) = app.get(&format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap())).await;
+    assert_eq!(shown["circuit"]["state"], "open", "{shown}");
+    assert_eq!(shown["circuit"]["failures_in_a_row"], 5);
     app.clock.advance(Duration::from_millis(999));
     app.clock.advance(Duration::from_millis(1));
     receiver.next().await;
