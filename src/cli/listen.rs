@@ -16,7 +16,8 @@ pub struct ListenArgs {
     /// Port to listen on, on 127.0.0.1.
     #[arg(long, default_value_t = 9000)]
     pub port: u16,
-    /// The webhook's `whsec_…` secret, to verify signatures.
+    /// The webhook's secret (`whsec_…`, or the seed profiles' plain
+    /// secret, webhook id or Viber auth token), to verify signatures.
     #[arg(long, env = "HERALD_LISTEN_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
     /// The status code to answer with (try 500 to watch the retries).
@@ -24,25 +25,36 @@ pub struct ListenArgs {
     pub status: u16,
 }
 
-/// What the receiver says about a request's signature.
+/// The hex HMAC-SHA256 headers of the seed profiles (`business` and
+/// `compose`, `wwebjs`, `viber-bot`), checked against the raw body.
+const HEX_SIGNATURE_HEADERS: &[&str] = &["signature", "x-webhook-signature", "x-viber-content-signature"];
+
+/// What the receiver says about a request's signature, in whichever
+/// scheme the request carries.
 pub fn signature_verdict(secret: Option<&str>, headers: &HeaderMap, body: &[u8]) -> String {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (Some(id), Some(timestamp), Some(signature)) =
+    let verdict = |valid: bool, scheme: &str| {
+        if valid {
+            format!("valid ✓ ({scheme})")
+        } else {
+            format!("INVALID ✗ ({scheme}: wrong secret, or the body was changed)")
+        }
+    };
+    if let (Some(id), Some(timestamp), Some(signature)) =
         (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"))
-    else {
-        return "unsigned (no webhook-signature header)".to_owned();
-    };
-    let Some(secret) = secret else {
-        return "signed (pass --secret to verify)".to_owned();
-    };
-    let Ok(timestamp) = timestamp.parse::<i64>() else {
-        return "INVALID: webhook-timestamp is not a number".to_owned();
-    };
-    if signing::verify_standard(secret, id, timestamp, body, signature) {
-        "valid ✓".to_owned()
-    } else {
-        "INVALID ✗ (wrong secret, or the body was changed)".to_owned()
+    {
+        let Some(secret) = secret else { return "signed (pass --secret to verify)".to_owned() };
+        let Ok(timestamp) = timestamp.parse::<i64>() else {
+            return "INVALID: webhook-timestamp is not a number".to_owned();
+        };
+        return verdict(signing::verify_standard(secret, id, timestamp, body, signature), "Standard Webhooks");
     }
+    if let Some((name, signature)) = HEX_SIGNATURE_HEADERS.iter().find_map(|n| header(n).map(|s| (*n, s))) {
+        let Some(secret) = secret else { return format!("signed with {name} (pass --secret to verify)") };
+        let expected = signing::hex_hmac(secret.as_bytes(), body);
+        return verdict(expected.eq_ignore_ascii_case(signature.trim()), name);
+    }
+    "unsigned".to_owned()
 }
 
 pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
@@ -79,4 +91,33 @@ fn print_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], s
         let _ = writeln!(out, "   {line}");
     }
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_signatures_of_the_seed_profiles_are_checked() {
+        let body = br#"{"event":"ready","data":{},"timestamp":"2024-10-01T12:00:00.000Z"}"#;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-webhook-signature", signing::hex_hmac(b"s3cret", body).parse().unwrap());
+        assert!(signature_verdict(Some("s3cret"), &headers, body).starts_with("valid"));
+        assert!(signature_verdict(Some("other"), &headers, body).starts_with("INVALID"));
+        assert!(signature_verdict(None, &headers, body).contains("pass --secret"));
+        assert_eq!(signature_verdict(Some("s3cret"), &HeaderMap::new(), body), "unsigned");
+    }
+
+    #[test]
+    fn standard_webhooks_signatures_are_checked() {
+        let secret = signing::generate_secret();
+        let body = b"{}";
+        let mut headers = HeaderMap::new();
+        let signature = signing::standard_signature_header(&[&secret], "msg_1", 1_700_000_000, body);
+        headers.insert("webhook-id", "msg_1".parse().unwrap());
+        headers.insert("webhook-timestamp", "1700000000".parse().unwrap());
+        headers.insert("webhook-signature", signature.parse().unwrap());
+        assert!(signature_verdict(Some(&secret), &headers, body).starts_with("valid"));
+        assert!(signature_verdict(Some(&signing::generate_secret()), &headers, body).starts_with("INVALID"));
+    }
 }
