@@ -25,8 +25,6 @@ pub enum ErrorCode {
     NotFound,
     /// The resource is in a state that does not allow this.
     Conflict,
-    /// Content type is not JSON.
-    UnsupportedMediaType,
     /// Something failed inside Herald; details are in its log.
     Internal,
     /// Herald is shutting down or its store is unavailable.
@@ -43,7 +41,6 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
-            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
         }
@@ -57,7 +54,6 @@ impl ErrorCode {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict => StatusCode::CONFLICT,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -106,8 +106,6 @@ pub enum ErrorClass {
     Status,
     /// Anything else that broke the exchange (reset mid-body, bad URL …).
     Request,
-    /// The webhook was disabled or deleted before the attempt.
-    Disabled,
 }
 
 impl ErrorClass {
@@ -119,7 +117,6 @@ impl ErrorClass {
             Self::Blocked => "blocked",
             Self::Status => "status",
             Self::Request => "request",
-            Self::Disabled => "disabled",
         }
     }
 
@@ -131,7 +128,6 @@ impl ErrorClass {
             "blocked" => Self::Blocked,
             "status" => Self::Status,
             "request" => Self::Request,
-            "disabled" => Self::Disabled,
             _ => return None,
         })
     }

@@ -49,8 +49,7 @@ impl FromRequestParts<AppState> for AccountCaller {
     }
 }
 
-/// A JSON body parsed into `T`. An empty body parses as `T::default()`
-/// when `T` allows it (see `OptionalJson`).
+/// A JSON body parsed into `T`.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
