@@ -415,7 +415,10 @@ pub async fn rotate_secret(
     // Grace is real time, not scaled: it is about receivers redeploying.
     let expires_at = Timestamp(now.0.saturating_add(grace.as_millis() as i64));
     let old = std::mem::replace(&mut webhook.secret, new_secret);
-    webhook.previous_secret = Some(RetiringSecret { secret: old, expires_at });
+    // Only Standard Webhooks can carry two signatures at once; the seed
+    // profiles' single hex header switches to the new secret at once.
+    webhook.previous_secret =
+        (webhook.profile == Profile::Standard).then_some(RetiringSecret { secret: old, expires_at });
     webhook.updated_at = now;
     state.store.update_webhook(webhook.clone()).await?;
     Ok(Json(json!({ "secret": webhook.secret, "previous_secret": webhook.previous_secret })))

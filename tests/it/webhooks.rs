@@ -120,3 +120,20 @@ async fn the_test_endpoint_sends_a_test_event_to_that_webhook_only() {
     let (status, body) = app.post(&format!("/v1/webhooks/{id}/test"), json!(null)).await;
     assert_eq!(status, 409, "{body}");
 }
+
+#[tokio::test]
+async fn rotating_a_seed_profile_secret_switches_its_single_signature_at_once() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    let created = app.create_webhook(json!({"url": receiver.url, "profile": "business", "secret": "old-secret"})).await;
+    let id = created["id"].as_str().unwrap();
+    let (status, rotated) =
+        app.post(&format!("/v1/webhooks/{id}/rotate-secret"), json!({"secret": "new-secret"})).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(rotated["previous_secret"], Value::Null, "no second signature to keep the old one in");
+    app.send_event(json!({"type": "t", "payload": {}})).await;
+    let request = receiver.next().await;
+    assert_eq!(request.header("signature"), Some(crate::support::hex_hmac(b"new-secret", &request.body).as_str()));
+    let (status, body) = app.post(&format!("/v1/webhooks/{id}/rotate-secret"), json!({"secret": "has space"})).await;
+    assert_eq!(status, 400, "{body}");
+}

@@ -15,8 +15,8 @@ use rusqlite::{OptionalExtension, params};
 
 use self::pool::{Pool, internal};
 use self::rows::{
-    DELIVERY_COLUMNS, DELIVERY_FROM, WEBHOOK_COLUMNS, delivery_from_row, id_at, insert_account, insert_token,
-    load_webhooks, webhook_from_row, webhook_values,
+    DELIVERY_COLUMNS, DELIVERY_FROM, WEBHOOK_COLUMNS, delivery_from_row, find_delivery, id_at, insert_account,
+    insert_token, load_webhooks, webhook_from_row, webhook_values,
 };
 use self::writes::{claim_for_webhook, ingest_in};
 use super::{Bootstrap, ClaimedBatch, Store, StoreError, StoreResult};
@@ -372,11 +372,7 @@ impl Store for SqliteStore {
         let (account_id, id) = (account_id.to_owned(), id.to_owned());
         self.pool
             .read(move |conn| {
-                let sql =
-                    format!("SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE d.id = ?1 AND d.account_id = ?2");
-                let Some(delivery) =
-                    conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row).optional()?
-                else {
+                let Some(delivery) = find_delivery(conn, &account_id, &id)? else {
                     return Ok(None);
                 };
                 let mut stmt = conn.prepare_cached(
@@ -405,11 +401,7 @@ impl Store for SqliteStore {
         let (account_id, id) = (account_id.to_owned(), id.to_owned());
         self.pool
             .write(move |conn| {
-                let sql =
-                    format!("SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE d.id = ?1 AND d.account_id = ?2");
-                let Some(delivery) =
-                    conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row).optional()?
-                else {
+                let Some(delivery) = find_delivery(conn, &account_id, &id)? else {
                     return Err(StoreError::NotFound("delivery".into()));
                 };
                 if matches!(delivery.status, DeliveryStatus::Pending | DeliveryStatus::Retrying) {
@@ -423,7 +415,7 @@ impl Store for SqliteStore {
                      updated_at = ?2 WHERE id = ?1",
                     params![id, now.0],
                 )?;
-                Ok(conn.prepare_cached(&sql)?.query_row([&id, &account_id], delivery_from_row)?)
+                find_delivery(conn, &account_id, &id)?.ok_or_else(|| StoreError::NotFound("delivery".into()))
             })
             .await
     }

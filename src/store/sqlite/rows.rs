@@ -93,6 +93,13 @@ pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.event_type, d.web
 pub(super) const DELIVERY_FROM: &str =
     "deliveries d JOIN events e ON e.seq = d.event_seq JOIN webhooks w ON w.id = d.webhook_id";
 
+/// One of an account's deliveries, by id.
+pub(super) fn find_delivery(conn: &Connection, account_id: &str, id: &str) -> rusqlite::Result<Option<Delivery>> {
+    use rusqlite::OptionalExtension;
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE d.id = ?1 AND d.account_id = ?2");
+    conn.prepare_cached(&sql)?.query_row([id, account_id], delivery_from_row).optional()
+}
+
 pub(super) fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
     let status: String = row.get(4)?;
     let leased: bool = row.get(11)?;
