@@ -229,7 +229,8 @@ pub struct IngestOutcome {
     pub deliveries: u32,
     /// True when the id was seen before: nothing new was created.
     pub duplicate: bool,
-    /// The webhooks that got a new delivery (for the engine's schedule).
+    /// The webhooks that got a new delivery left for the engine to claim
+    /// (for its schedule); handed-over deliveries are not named here.
     #[serde(skip)]
     pub webhook_ids: Vec<String>,
 }
@@ -274,7 +275,8 @@ pub struct DueDelivery {
     pub event_id: String,
     pub event_type: String,
     pub event_timestamp: Timestamp,
-    pub payload: String,
+    /// Shared by every delivery of one event.
+    pub payload: std::sync::Arc<str>,
     /// Shared by every delivery of one claim.
     pub webhook: std::sync::Arc<Webhook>,
 }

@@ -441,7 +441,6 @@ pub async fn send_test(
         webhook_id: Some(webhook.id),
         timestamp: None,
     };
-    let outcome = state.store.ingest(&account_id, vec![event], state.clock.now()).await?;
-    state.engine.mark_due(outcome[0].webhook_ids.iter().map(String::as_str), state.clock.now());
+    let outcome = super::events::ingest_events(&state, &account_id, vec![event]).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(&outcome[0]).expect("outcomes serialise"))))
 }

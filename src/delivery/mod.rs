@@ -13,6 +13,7 @@
 //! its own concurrency cap and holds at most `lane_limit` claimed
 //! deliveries; it is claimed for again only once it has drained to half.
 
+mod admission;
 mod attempt;
 mod breaker;
 
@@ -25,13 +26,14 @@ use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use admission::Admission;
 pub use attempt::{is_success, next_step, perform};
 use breaker::{Allowance, Breaker};
 
 use crate::clock::SharedClock;
 use crate::http_client::Outbound;
 use crate::model::{AttemptRecord, DueDelivery, NextStep, Timestamp};
-use crate::store::Store;
+use crate::store::{Admit, ClaimWant, Store};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -61,8 +63,16 @@ const WEBHOOKS_PER_CLAIM: usize = 128;
 
 struct Lane {
     permits: Arc<Semaphore>,
-    /// Claimed and not yet finished.
-    queued: usize,
+    /// Deliveries claimed or handed over and not yet recorded: claims skip
+    /// them (for a single node this list is the lease), and a lease that
+    /// runs out mid-attempt must not start a second attempt.
+    held: HashSet<String>,
+}
+
+impl Lane {
+    fn queued(&self) -> usize {
+        self.held.len()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,16 +91,13 @@ struct Schedule {
     due: HashMap<String, Due>,
     /// The sum of every lane's `queued`.
     total_queued: usize,
-    /// Deliveries being attempted here (a lease that runs out mid-attempt
-    /// must not start a second attempt).
-    in_flight: HashSet<String>,
     /// Circuit breakers of webhooks that have failed lately.
     breakers: HashMap<String, Breaker>,
 }
 
 /// What to claim now, and when to look again if nothing else happens.
 struct Plan {
-    wants: Vec<(String, usize)>,
+    wants: Vec<ClaimWant>,
     next_wake: Option<Timestamp>,
     /// Webhooks whose one delivery is a circuit-breaker probe.
     probes: HashSet<String>,
@@ -114,7 +121,10 @@ pub struct Engine {
     wake: Notify,
     config: EngineConfig,
     // A std Mutex, not a Tokio one: nothing async happens while it is held.
+    // Taken before `admission`'s lock, never after.
     schedule: Mutex<Schedule>,
+    /// Room for deliveries handed over by ingest, kept by the schedule.
+    admission: Arc<Admission>,
     /// Held while a request is being sent: bounds concurrent sends.
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
@@ -148,6 +158,7 @@ impl Engine {
             wake: Notify::new(),
             config,
             schedule: Mutex::new(Schedule::default()),
+            admission: Arc::default(),
             tasks: TaskTracker::new(),
             recorded: broadcast::channel(1024).0,
         })
@@ -172,8 +183,13 @@ impl Engine {
     /// Tells the engine that `webhook_id` has a delivery due at `at` (new
     /// events, a manual retry, a scheduled retry).
     pub fn mark_due<'a>(&self, webhook_ids: impl IntoIterator<Item = &'a str>, at: Timestamp) {
+        let due_now = at <= self.clock.now();
         let mut schedule = self.schedule.lock().unwrap();
         for webhook_id in webhook_ids {
+            if due_now {
+                // Older deliveries wait in the store: fresh ones queue behind them.
+                self.admission.set(webhook_id, false, 0, 0);
+            }
             // A batch names the same webhook many times: look up before
             // allocating a key.
             match schedule.due.get_mut(webhook_id) {
@@ -214,7 +230,7 @@ impl Engine {
         let wake_at = |plan: &mut Plan, at: Timestamp| plan.next_wake = Some(plan.next_wake.map_or(at, |w| w.min(at)));
         for (webhook_id, Due { at, .. }) in &schedule.due {
             let at = *at;
-            let queued = schedule.lanes.get(webhook_id).map_or(0, |lane| lane.queued);
+            let queued = schedule.lanes.get(webhook_id).map_or(0, Lane::queued);
             // A lane above half is left alone; draining to half wakes us.
             if queued > low_water || (full && queued > 0) {
                 continue;
@@ -232,17 +248,27 @@ impl Engine {
             };
             if at > now {
                 wake_at(&mut plan, at);
-            } else if plan.wants.len() >= WEBHOOKS_PER_CLAIM {
+                continue;
+            }
+            if claiming {
+                // Its time has come: fresh deliveries queue behind it.
+                self.admission.set(webhook_id, false, 0, 0);
+            }
+            if plan.wants.len() >= WEBHOOKS_PER_CLAIM {
                 wake_at(&mut plan, now);
             } else {
                 if allowance == Allowance::Probe {
                     plan.probes.insert(webhook_id.clone());
                 }
-                plan.wants.push((webhook_id.clone(), room));
+                let held = match schedule.lanes.get(webhook_id) {
+                    Some(lane) if claiming => lane.held.clone(),
+                    _ => HashSet::new(),
+                };
+                plan.wants.push(ClaimWant { webhook_id: webhook_id.clone(), limit: room, held });
             }
         }
         if claiming {
-            for (webhook_id, _) in &plan.wants {
+            for ClaimWant { webhook_id, .. } in &plan.wants {
                 if let Some(due) = schedule.due.get_mut(webhook_id) {
                     due.marked = None;
                 }
@@ -266,6 +292,7 @@ impl Engine {
         let mut claimed = 0;
         let mut more_now = next_wake.is_some_and(|w| w <= now);
         for batch in batches {
+            let mut entered = Vec::with_capacity(batch.deliveries.len());
             {
                 let mut schedule = self.schedule.lock().unwrap();
                 let marked = schedule.due.get(&batch.webhook_id).and_then(|d| d.marked);
@@ -283,6 +310,12 @@ impl Engine {
                         schedule.due.remove(&batch.webhook_id);
                     }
                 }
+                for due in &batch.deliveries {
+                    if let Some(lane) = self.enter_lane(&mut schedule, due) {
+                        entered.push((lane, due.delivery_id.clone()));
+                    }
+                }
+                self.refresh_room(&schedule, &batch.webhook_id, now);
             }
             if batch.next_due.is_some_and(|at| at <= now) {
                 more_now = true;
@@ -291,19 +324,11 @@ impl Engine {
             if is_probe && batch.deliveries.is_empty() {
                 self.schedule.lock().unwrap().breakers.entry(batch.webhook_id.clone()).or_default().probe_unused();
             }
+            let mut entered = entered.into_iter().peekable();
             for due in batch.deliveries {
-                let lane = {
-                    let mut schedule = self.schedule.lock().unwrap();
-                    if !schedule.in_flight.insert(due.delivery_id.clone()) {
-                        continue;
-                    }
-                    schedule.total_queued += 1;
-                    let lane = schedule.lanes.entry(batch.webhook_id.clone()).or_insert_with(|| Lane {
-                        permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
-                        queued: 0,
-                    });
-                    lane.queued += 1;
-                    lane.permits.clone()
+                // Only those that entered their lane (not already in flight).
+                let Some(lane) = entered.next_if(|(_, id)| *id == due.delivery_id).map(|(lane, _)| lane) else {
+                    continue;
                 };
                 claimed += 1;
                 let engine = self.clone();
@@ -314,18 +339,81 @@ impl Engine {
         Ok(Dispatched { claimed, next_wake: plan.next_wake, more_now: more_now || !plan.wants.is_empty() })
     }
 
+    /// Deliveries ingest handed over (already leased): into their lanes.
+    pub fn hand_over(self: &Arc<Self>, handed: Vec<DueDelivery>) {
+        if handed.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let mut lanes = Vec::with_capacity(handed.len());
+        {
+            let mut schedule = self.schedule.lock().unwrap();
+            let mut last: Option<&str> = None;
+            for due in &handed {
+                self.admission.arrived(&due.webhook.id, 1);
+                lanes.push(self.enter_lane(&mut schedule, due));
+                // A batch names its webhooks in runs: refresh once per run.
+                if last.is_some_and(|id| id != due.webhook.id) {
+                    self.refresh_room(&schedule, last.unwrap(), now);
+                }
+                last = Some(&due.webhook.id);
+            }
+            if let Some(id) = last {
+                self.refresh_room(&schedule, id, now);
+            }
+        }
+        for (due, lane) in handed.into_iter().zip(lanes) {
+            let Some(lane) = lane else { continue };
+            let engine = self.clone();
+            self.tasks.spawn(async move { engine.deliver(due, lane, false).await });
+        }
+    }
+
+    /// The room ingest uses to hand deliveries over.
+    pub fn admission(&self) -> Arc<dyn Admit> {
+        self.admission.clone()
+    }
+
+    /// Counts a delivery into its webhook's lane; `None` if it is already
+    /// in flight here.
+    fn enter_lane(&self, schedule: &mut Schedule, due: &DueDelivery) -> Option<Arc<Semaphore>> {
+        let lane = schedule.lanes.entry(due.webhook.id.clone()).or_insert_with(|| Lane {
+            permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
+            held: HashSet::new(),
+        });
+        if !lane.held.insert(due.delivery_id.clone()) {
+            return None;
+        }
+        let permits = lane.permits.clone();
+        schedule.total_queued += 1;
+        Some(permits)
+    }
+
+    /// Opens or closes a webhook's room for handed-over deliveries: open
+    /// while none of its deliveries in the store is past due and its
+    /// circuit breaker is closed.
+    fn refresh_room(&self, schedule: &Schedule, webhook_id: &str, now: Timestamp) {
+        let waiting = schedule.due.get(webhook_id).is_some_and(|d| d.at <= now);
+        let breaker_closed = schedule.breakers.get(webhook_id).is_none_or(|b| b.allowance(now) == Allowance::Any);
+        let queued = schedule.lanes.get(webhook_id).map_or(0, Lane::queued);
+        self.admission.set(webhook_id, !waiting && breaker_closed, self.lane_limit(), queued);
+        self.admission.set_total(self.queue_limit(), schedule.total_queued);
+    }
+
     fn leave_lane(&self, due: &DueDelivery) {
         let mut schedule = self.schedule.lock().unwrap();
-        schedule.in_flight.remove(&due.delivery_id);
+        let Some(lane) = schedule.lanes.get_mut(&due.webhook.id) else { return };
+        if !lane.held.remove(&due.delivery_id) {
+            return;
+        }
+        let reached_low_water = lane.queued() == self.lane_limit() / 2;
+        let empty = lane.queued() == 0;
         let was_full = schedule.total_queued >= self.queue_limit();
         schedule.total_queued -= 1;
-        let low_water = self.lane_limit() / 2;
-        let Some(lane) = schedule.lanes.get_mut(&due.webhook.id) else { return };
-        lane.queued -= 1;
-        let reached_low_water = lane.queued == low_water;
-        if lane.queued == 0 {
+        if empty {
             schedule.lanes.remove(&due.webhook.id);
         }
+        self.refresh_room(&schedule, &due.webhook.id, self.clock.now());
         drop(schedule);
         if reached_low_water || was_full {
             // This webhook (or the engine) has room again: claim for it.
@@ -378,6 +466,9 @@ impl Engine {
         let changed = breaker.allowance(self.clock.now()) != before;
         if breaker.is_idle() {
             schedule.breakers.remove(webhook_id);
+        }
+        if changed {
+            self.refresh_room(&schedule, webhook_id, self.clock.now());
         }
         drop(schedule);
         if changed {

@@ -23,7 +23,7 @@ pub const BARE_EVENT_TYPES: &[&str] = &["number:unsubscribe"];
 
 pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
     let body = if BARE_EVENT_TYPES.contains(&due.event_type.as_str()) {
-        due.payload.clone()
+        due.payload.to_string()
     } else {
         // The payload's own text, so the receiver gets it byte for byte.
         format!(r#"{{"event":{},"payload":{}}}"#, json_string(&due.event_type), due.payload)

@@ -10,5 +10,5 @@ pub(super) const SPEC: ProfileSpec =
 
 pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
     push_default_user_agent(request, super::USER_AGENT);
-    push_json_body(request, due.payload.clone());
+    push_json_body(request, due.payload.to_string());
 }

@@ -63,7 +63,7 @@ pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
             }
             Value::Object(callback).to_string()
         }
-        _ => due.payload.clone(),
+        _ => due.payload.to_string(),
     };
     push_header(
         request,

@@ -29,6 +29,15 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What the engine asks one claim for, per webhook.
+#[derive(Debug)]
+pub struct ClaimWant {
+    pub webhook_id: String,
+    pub limit: usize,
+    /// Deliveries of this webhook already in the engine's hands.
+    pub held: std::collections::HashSet<String>,
+}
+
 /// What one claim took for one webhook.
 #[derive(Debug)]
 pub struct ClaimedBatch {
@@ -36,6 +45,24 @@ pub struct ClaimedBatch {
     pub deliveries: Vec<DueDelivery>,
     /// When the webhook's next unclaimed delivery falls due, if it has one.
     pub next_due: Option<Timestamp>,
+}
+
+/// Lets ingest hand fresh deliveries straight to the delivery engine: a
+/// delivery it takes room for is written already leased and comes back in
+/// `Ingested::handed`, so the engine never claims it from the store.
+pub trait Admit: Send + Sync {
+    /// Takes room for one fresh delivery of `webhook_id`, if there is any.
+    fn take(&self, webhook_id: &str) -> bool;
+    /// Gives back room taken for a delivery that was not committed.
+    fn give_back(&self, webhook_id: &str);
+}
+
+/// What one ingest committed.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    pub outcomes: Vec<IngestOutcome>,
+    /// New deliveries handed to the engine in memory (leased as written).
+    pub handed: Vec<DueDelivery>,
 }
 
 /// What the first start of a database created.
@@ -71,19 +98,29 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_webhook(&self, account_id: &str, id: &str, now: Timestamp) -> StoreResult<()>;
 
     /// Stores events and their deliveries in one durable commit. A known
-    /// caller id returns the original event and creates nothing.
-    async fn ingest(&self, account_id: &str, events: Vec<NewEvent>, now: Timestamp) -> StoreResult<Vec<IngestOutcome>>;
+    /// caller id returns the original event and creates nothing. A new
+    /// delivery `admit` takes room for is handed over; on an error, every
+    /// room taken has been given back.
+    async fn ingest(
+        &self,
+        account_id: &str,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+        admit: std::sync::Arc<dyn Admit>,
+    ) -> StoreResult<Ingested>;
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<Event>>;
 
-    /// For each `(webhook_id, limit)`, claims up to `limit` of that
-    /// webhook's deliveries due at `now`, leasing them until `lease_until`,
-    /// and tells when its next unclaimed delivery falls due. Deliveries of
-    /// a disabled or deleted webhook are failed instead of returned.
+    /// For each want, claims up to `limit` of that webhook's deliveries due
+    /// at `now`, skipping those the engine holds, and tells when its next
+    /// delivery not held falls due. A store shared by several nodes leases
+    /// what it returns until `lease_until`; one node's SQLite file needs no
+    /// lease beyond the engine's own list. Deliveries of a disabled or
+    /// deleted webhook are failed instead of returned.
     async fn claim_due(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
-        wants: Vec<(String, usize)>,
+        wants: Vec<ClaimWant>,
     ) -> StoreResult<Vec<ClaimedBatch>>;
     /// Every webhook with unfinished deliveries and when the first falls due.
     async fn due_webhooks(&self) -> StoreResult<Vec<(String, Timestamp)>>;

@@ -2,6 +2,7 @@
 //! `schema` holds the migrations, `rows` the row mapping, `writes` the
 //! ingest and claim transactions, `pool` the writer thread and readers.
 
+mod claims;
 mod pool;
 mod rows;
 mod schema;
@@ -9,20 +10,22 @@ mod writes;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
+use self::claims::Found;
 use self::pool::{Pool, internal};
 use self::rows::{
-    DELIVERY_COLUMNS, DELIVERY_FROM, WEBHOOK_COLUMNS, delivery_from_row, find_delivery, id_at, insert_account,
-    insert_token, load_webhooks, webhook_from_row, webhook_values,
+    DELIVERY_COLUMNS, DELIVERY_FROM, WEBHOOK_COLUMNS, delivery_from_row, find_delivery, finish_without_attempt, id_at,
+    insert_account, insert_token, load_webhooks, webhook_from_row, webhook_values,
 };
-use self::writes::{claim_for_webhook, ingest_in};
-use super::{Bootstrap, ClaimedBatch, Store, StoreError, StoreResult};
+use self::writes::ingest_in;
+use super::{Admit, Bootstrap, ClaimWant, ClaimedBatch, Ingested, Store, StoreError, StoreResult};
 use crate::model::{
-    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, ErrorClass, Event, IngestOutcome,
-    NewEvent, NextStep, Principal, Timestamp, Webhook,
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, ErrorClass, Event, NewEvent, NextStep,
+    Principal, Timestamp, Webhook,
 };
 use crate::signing;
 use crate::stats::WebhookSample;
@@ -201,9 +204,29 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn ingest(&self, account_id: &str, events: Vec<NewEvent>, now: Timestamp) -> StoreResult<Vec<IngestOutcome>> {
+    async fn ingest(
+        &self,
+        account_id: &str,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+        admit: Arc<dyn Admit>,
+    ) -> StoreResult<Ingested> {
         let account_id = account_id.to_owned();
-        self.pool.write(move |conn| ingest_in(conn, &account_id, events, now)).await
+        let undo = admit.clone();
+        self.pool
+            .write_or_undo(
+                move |conn| {
+                    let mut taken = Vec::new();
+                    let result = ingest_in(conn, &account_id, events, now, &*admit, &mut taken);
+                    if result.is_err() {
+                        taken.iter().for_each(|webhook_id| admit.give_back(webhook_id));
+                    }
+                    result
+                },
+                // Not committed: the handed deliveries were never written.
+                move |ingested: Ingested| ingested.handed.iter().for_each(|due| undo.give_back(&due.webhook.id)),
+            )
+            .await
     }
 
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<Event>> {
@@ -240,18 +263,36 @@ impl Store for SqliteStore {
     async fn claim_due(
         &self,
         now: Timestamp,
-        lease_until: Timestamp,
-        wants: Vec<(String, usize)>,
+        _lease_until: Timestamp,
+        wants: Vec<ClaimWant>,
     ) -> StoreResult<Vec<ClaimedBatch>> {
-        self.pool
-            .write(move |conn| {
-                let mut batches = Vec::with_capacity(wants.len());
-                for (webhook_id, limit) in wants {
-                    batches.push(claim_for_webhook(conn, &webhook_id, now, lease_until, limit)?);
-                }
-                Ok(batches)
+        let found = self
+            .pool
+            .read(move |conn| {
+                wants.iter().map(|want| claims::find_due(conn, want, now)).collect::<StoreResult<Vec<_>>>()
             })
-            .await
+            .await?;
+        let mut batches = Vec::with_capacity(found.len());
+        for found in found {
+            match found {
+                Found::Due(batch) => batches.push(batch),
+                Found::Refused { webhook_id, reason, delivery_ids } => {
+                    let more = !delivery_ids.is_empty();
+                    self.pool
+                        .write(move |conn| {
+                            for id in &delivery_ids {
+                                finish_without_attempt(conn, id, reason, now)?;
+                            }
+                            Ok(())
+                        })
+                        .await?;
+                    // More may wait; the engine claims again at once.
+                    let next_due = more.then_some(now);
+                    batches.push(ClaimedBatch { webhook_id, deliveries: Vec::new(), next_due });
+                }
+            }
+        }
+        Ok(batches)
     }
 
     async fn due_webhooks(&self) -> StoreResult<Vec<(String, Timestamp)>> {
@@ -259,7 +300,7 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT webhook_id, MIN(next_attempt_at) FROM deliveries WHERE next_attempt_at IS NOT NULL \
-                     GROUP BY webhook_id",
+                     AND leased = 0 GROUP BY webhook_id",
                 )?;
                 let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, Timestamp(r.get(1)?))))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)

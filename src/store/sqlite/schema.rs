@@ -4,7 +4,8 @@ use rusqlite::Connection;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how
 /// many a database has had. Append only: never edit a shipped migration.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE accounts (
     id TEXT PRIMARY KEY,
@@ -83,7 +84,15 @@ CREATE TABLE attempts (
     error_message TEXT,
     PRIMARY KEY (delivery_id, n)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- Leased deliveries (handed straight from ingest to the engine) stay out
+-- of the due index: claims never want them, and most are done before
+-- their lease would matter, so they never enter it at all.
+DROP INDEX deliveries_due;
+CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at) WHERE next_attempt_at IS NOT NULL AND leased = 0;
+"#,
+];
 
 pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     let tx = conn.transaction()?;

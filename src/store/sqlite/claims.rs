@@ -1,0 +1,114 @@
+//! Claiming a webhook's due deliveries: a read, off the writer thread.
+//!
+//! One node owns an SQLite file, so a claim writes no lease: the engine's
+//! own list of the deliveries it holds is the lease, and a claim skips
+//! them. (Deliveries ingest hands over are written leased, because they
+//! reach the engine's list only after their commit; the next start
+//! releases them.) Only deliveries of a deleted or disabled webhook need a
+//! write, to fail them, and that is rare.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{WEBHOOK_COLUMNS, webhook_from_row};
+use super::writes::placeholder_webhook;
+use crate::model::{DueDelivery, Timestamp, Webhook};
+use crate::store::{ClaimWant, ClaimedBatch, StoreResult};
+
+/// What a claim found for one webhook.
+pub(super) enum Found {
+    Due(ClaimedBatch),
+    /// The webhook is gone or disabled: these deliveries fail, and more may wait.
+    Refused {
+        webhook_id: String,
+        reason: &'static str,
+        delivery_ids: Vec<String>,
+    },
+}
+
+/// Up to `want.limit` deliveries of one webhook due at `now`, skipping
+/// those the engine holds.
+pub(super) fn find_due(conn: &Connection, want: &ClaimWant, now: Timestamp) -> StoreResult<Found> {
+    let sql = format!("SELECT {WEBHOOK_COLUMNS}, w.deleted FROM webhooks w WHERE w.id = ?1");
+    let found = conn
+        .prepare_cached(&sql)?
+        .query_row([&want.webhook_id], |row| Ok((webhook_from_row(row, 0)?, row.get::<_, bool>(16)?)))
+        .optional()?;
+    let refusal = match &found {
+        None | Some((_, true)) => Some("webhook deleted"),
+        Some((webhook, false)) if !webhook.enabled => Some("webhook disabled"),
+        _ => None,
+    };
+    let webhook = Arc::new(found.map(|(w, _)| w).unwrap_or_else(|| placeholder_webhook(&want.webhook_id)));
+    let (deliveries, exhausted) = due_rows(conn, &webhook, want, now)?;
+    if let Some(reason) = refusal {
+        let delivery_ids = deliveries.into_iter().map(|due| due.delivery_id).collect();
+        return Ok(Found::Refused { webhook_id: want.webhook_id.clone(), reason, delivery_ids });
+    }
+    let next_due = if exhausted {
+        // Nothing more is due now: the next that will be, if any.
+        conn.prepare_cached(
+            "SELECT next_attempt_at FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at > ?2 AND leased = 0 \
+             ORDER BY next_attempt_at LIMIT 1",
+        )?
+        .query_row(params![want.webhook_id, now.0], |r| r.get(0))
+        .optional()?
+        .map(Timestamp)
+    } else {
+        Some(now)
+    };
+    Ok(Found::Due(ClaimedBatch { webhook_id: want.webhook_id.clone(), deliveries, next_due }))
+}
+
+/// The due deliveries not held, and whether that is all that is due now.
+fn due_rows(
+    conn: &Connection,
+    webhook: &Arc<Webhook>,
+    want: &ClaimWant,
+    now: Timestamp,
+) -> StoreResult<(Vec<DueDelivery>, bool)> {
+    // Held deliveries are due too: reading past them finds `limit` others
+    // if there are that many. The ids come from the due index alone; only
+    // those not held are read in full.
+    let scan = want.limit + want.held.len();
+    let mut ids = conn.prepare_cached(
+        "SELECT id FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at <= ?2 AND leased = 0 \
+         ORDER BY next_attempt_at LIMIT ?3",
+    )?;
+    let mut rows = ids.query(params![want.webhook_id, now.0, scan as i64])?;
+    let mut full = conn.prepare_cached(
+        "SELECT d.n_attempts, d.final_attempt, d.event_id, d.event_type, e.timestamp, e.payload \
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
+    )?;
+    let (mut deliveries, mut seen) = (Vec::with_capacity(want.limit), 0);
+    while let Some(row) = rows.next()? {
+        seen += 1;
+        let delivery_id: String = row.get(0)?;
+        if is_held(&want.held, &delivery_id) {
+            continue;
+        }
+        let due = full.query_row([&delivery_id], |row| {
+            Ok(DueDelivery {
+                delivery_id: delivery_id.clone(),
+                n_attempts: row.get(0)?,
+                final_attempt: row.get(1)?,
+                event_id: row.get(2)?,
+                event_type: row.get(3)?,
+                event_timestamp: Timestamp(row.get(4)?),
+                payload: row.get::<_, String>(5)?.into(),
+                webhook: webhook.clone(),
+            })
+        })?;
+        deliveries.push(due);
+        if deliveries.len() == want.limit {
+            return Ok((deliveries, false));
+        }
+    }
+    Ok((deliveries, seen < scan))
+}
+
+fn is_held(held: &HashSet<String>, delivery_id: &str) -> bool {
+    !held.is_empty() && held.contains(delivery_id)
+}
