@@ -32,7 +32,7 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     // WAL with synchronous=FULL: every commit is fsync'd before it returns,
     // so a 202 means the event survives a crash or power loss. Statement
     // journals (one per savepoint) stay in memory rather than in a temp
-    // file opened and unlinked per commit; 32 MiB of page cache keeps the
+    // file opened and unlinked per commit; 8 MiB of page cache keeps the
     // hot end of the tables out of pread.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
@@ -40,7 +40,7 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
          PRAGMA busy_timeout = 10000;
          PRAGMA foreign_keys = OFF;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -32768;",
+         PRAGMA cache_size = -8192;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
