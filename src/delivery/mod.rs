@@ -60,6 +60,10 @@ impl Default for EngineConfig {
 
 /// The most webhooks one claim serves; more wait for the next round.
 const WEBHOOKS_PER_CLAIM: usize = 128;
+/// Attempts recorded in one commit, at most.
+const RECORD_BATCH: usize = 512;
+/// How long a finished attempt may wait for its batch to fill.
+const RECORD_WAIT_MS: i64 = 50;
 
 struct Lane {
     permits: Arc<Semaphore>,
@@ -67,11 +71,14 @@ struct Lane {
     /// them (for a single node this list is the lease), and a lease that
     /// runs out mid-attempt must not start a second attempt.
     held: HashSet<String>,
+    /// Of those, attempted and waiting to be recorded.
+    attempted: usize,
 }
 
 impl Lane {
+    /// Held and not yet attempted: what the lane's limit counts.
     fn queued(&self) -> usize {
-        self.held.len()
+        self.held.len() - self.attempted
     }
 }
 
@@ -380,6 +387,7 @@ impl Engine {
         let lane = schedule.lanes.entry(due.webhook.id.clone()).or_insert_with(|| Lane {
             permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
             held: HashSet::new(),
+            attempted: 0,
         });
         if !lane.held.insert(due.delivery_id.clone()) {
             return None;
@@ -400,24 +408,35 @@ impl Engine {
         self.admission.set_total(self.queue_limit(), schedule.total_queued);
     }
 
-    fn leave_lane(&self, due: &DueDelivery) {
+    /// An attempt is over (or put off): the lane has room for another,
+    /// though the delivery stays held until it is recorded.
+    fn attempt_over(&self, due: &DueDelivery) {
         let mut schedule = self.schedule.lock().unwrap();
         let Some(lane) = schedule.lanes.get_mut(&due.webhook.id) else { return };
-        if !lane.held.remove(&due.delivery_id) {
+        if !lane.held.contains(&due.delivery_id) {
             return;
         }
+        lane.attempted += 1;
         let reached_low_water = lane.queued() == self.lane_limit() / 2;
-        let empty = lane.queued() == 0;
         let was_full = schedule.total_queued >= self.queue_limit();
         schedule.total_queued -= 1;
-        if empty {
-            schedule.lanes.remove(&due.webhook.id);
-        }
         self.refresh_room(&schedule, &due.webhook.id, self.clock.now());
         drop(schedule);
         if reached_low_water || was_full {
             // This webhook (or the engine) has room again: claim for it.
             self.wake.notify_one();
+        }
+    }
+
+    /// A delivery's attempt is recorded: claims may see it again.
+    fn release(&self, due: &DueDelivery) {
+        let mut schedule = self.schedule.lock().unwrap();
+        let Some(lane) = schedule.lanes.get_mut(&due.webhook.id) else { return };
+        if lane.held.remove(&due.delivery_id) {
+            lane.attempted -= 1;
+        }
+        if lane.held.is_empty() {
+            schedule.lanes.remove(&due.webhook.id);
         }
     }
 
@@ -433,10 +452,12 @@ impl Engine {
             }
             _ => None,
         };
-        // The permits are back before the attempt is recorded: the next
-        // request to this receiver need not wait for a commit.
+        // The permits and the lane's room are back before the attempt is
+        // recorded: the next request to this receiver need not wait for a
+        // commit.
+        self.attempt_over(&due);
         if let Err(mpsc::error::SendError(finished)) = self.to_record.send(Finished { due, record }) {
-            self.leave_lane(&finished.due);
+            self.release(&finished.due);
         }
     }
 
@@ -477,9 +498,12 @@ impl Engine {
         }
     }
 
-    /// Records finished attempts in batches: whatever piled up while the
-    /// previous batch was being committed goes into the next commit, so
-    /// the commit rate falls as the load rises. Returns when `stop` is
+    /// Records finished attempts in batches. Under load a batch fills up to
+    /// `RECORD_BATCH` before it is committed, so one commit (and its fsync)
+    /// serves hundreds of attempts; it goes at once when nothing else is
+    /// being sent, and at the latest `RECORD_WAIT_MS` after its first
+    /// attempt. Deliveries stay held (unclaimable) until recorded, but their
+    /// lanes already have room for the next. Returns when `stop` is
     /// cancelled and everything sent before has been recorded.
     async fn record_finished(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<Finished>, stop: CancellationToken) {
         let mut batch: Vec<Finished> = Vec::new();
@@ -498,13 +522,34 @@ impl Engine {
                 return;
             };
             batch.push(first);
-            while batch.len() < 1024
-                && let Ok(finished) = inbox.try_recv()
-            {
-                batch.push(finished);
+            // Real milliseconds, not scaled ones: this bounds how stale the
+            // log may be, not a retry wait.
+            let mut due = self.clock.sleep_until(Timestamp(self.clock.now().0 + RECORD_WAIT_MS));
+            loop {
+                while batch.len() < RECORD_BATCH
+                    && let Ok(finished) = inbox.try_recv()
+                {
+                    batch.push(finished);
+                }
+                if batch.len() >= RECORD_BATCH || self.sending() == 0 {
+                    break;
+                }
+                tokio::select! {
+                    next = inbox.recv() => match next {
+                        Some(finished) => batch.push(finished),
+                        None => break,
+                    },
+                    _ = &mut due => break,
+                    _ = stop.cancelled() => break,
+                }
             }
             self.record_batch(std::mem::take(&mut batch)).await;
         }
+    }
+
+    /// Requests being sent right now.
+    fn sending(&self) -> usize {
+        self.config.max_in_flight - self.slots.available_permits()
     }
 
     async fn record_batch(&self, batch: Vec<Finished>) {
@@ -547,7 +592,7 @@ impl Engine {
             Err(err) => tracing::error!(n, error = %err, "could not record attempts"),
         }
         for due in &dues {
-            self.leave_lane(due);
+            self.release(due);
         }
     }
 
