@@ -33,7 +33,7 @@ use breaker::{Allowance, Breaker};
 use crate::clock::SharedClock;
 use crate::http_client::Outbound;
 use crate::model::{AttemptRecord, DueDelivery, NextStep, Timestamp};
-use crate::store::{Admit, ClaimWant, Store};
+use crate::store::{Admit, ClaimCursor, ClaimWant, Store};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -73,6 +73,8 @@ struct Lane {
     held: HashSet<String>,
     /// Of those, attempted and waiting to be recorded.
     attempted: usize,
+    /// Where the last claim for this webhook stopped.
+    cursor: Option<ClaimCursor>,
 }
 
 impl Lane {
@@ -267,11 +269,11 @@ impl Engine {
                 if allowance == Allowance::Probe {
                     plan.probes.insert(webhook_id.clone());
                 }
-                let held = match schedule.lanes.get(webhook_id) {
-                    Some(lane) if claiming => lane.held.clone(),
-                    _ => HashSet::new(),
+                let (held, after) = match schedule.lanes.get(webhook_id) {
+                    Some(lane) if claiming => (lane.held.clone(), lane.cursor.clone()),
+                    _ => (HashSet::new(), None),
                 };
-                plan.wants.push(ClaimWant { webhook_id: webhook_id.clone(), limit: room, held });
+                plan.wants.push(ClaimWant { webhook_id: webhook_id.clone(), limit: room, held, after });
             }
         }
         if claiming {
@@ -321,6 +323,9 @@ impl Engine {
                     if let Some(lane) = self.enter_lane(&mut schedule, due) {
                         entered.push((lane, due.delivery_id.clone()));
                     }
+                }
+                if let Some(lane) = schedule.lanes.get_mut(&batch.webhook_id) {
+                    lane.cursor = batch.cursor.clone().max(lane.cursor.take());
                 }
                 self.refresh_room(&schedule, &batch.webhook_id, now);
             }
@@ -388,6 +393,7 @@ impl Engine {
             permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
             held: HashSet::new(),
             attempted: 0,
+            cursor: None,
         });
         if !lane.held.insert(due.delivery_id.clone()) {
             return None;

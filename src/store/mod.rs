@@ -36,6 +36,16 @@ pub struct ClaimWant {
     pub limit: usize,
     /// Deliveries of this webhook already in the engine's hands.
     pub held: std::collections::HashSet<String>,
+    /// Where the previous claim for this webhook stopped: a hint that lets
+    /// a claim start past what it has already handed out (and is held).
+    pub after: Option<ClaimCursor>,
+}
+
+/// A place in a webhook's due order (by time, then id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClaimCursor {
+    pub due_at: Timestamp,
+    pub delivery_id: String,
 }
 
 /// What one claim took for one webhook.
@@ -45,6 +55,8 @@ pub struct ClaimedBatch {
     pub deliveries: Vec<DueDelivery>,
     /// When the webhook's next unclaimed delivery falls due, if it has one.
     pub next_due: Option<Timestamp>,
+    /// Where this claim stopped, for the next one's `after`.
+    pub cursor: Option<ClaimCursor>,
 }
 
 /// Lets ingest hand fresh deliveries straight to the delivery engine: a

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::rows::{WEBHOOK_COLUMNS, webhook_from_row};
 use super::writes::placeholder_webhook;
 use crate::model::{DueDelivery, Timestamp, Webhook};
-use crate::store::{ClaimWant, ClaimedBatch, StoreResult};
+use crate::store::{ClaimCursor, ClaimWant, ClaimedBatch, StoreResult};
 
 /// What a claim found for one webhook.
 pub(super) enum Found {
@@ -42,7 +42,7 @@ pub(super) fn find_due(conn: &Connection, want: &ClaimWant, now: Timestamp) -> S
         _ => None,
     };
     let webhook = Arc::new(found.map(|(w, _)| w).unwrap_or_else(|| placeholder_webhook(&want.webhook_id)));
-    let (deliveries, exhausted) = due_rows(conn, &webhook, want, now)?;
+    let DueRows { deliveries, exhausted, cursor } = due_rows(conn, &webhook, want, now)?;
     if let Some(reason) = refusal {
         let delivery_ids = deliveries.into_iter().map(|due| due.delivery_id).collect();
         return Ok(Found::Refused { webhook_id: want.webhook_id.clone(), reason, delivery_ids });
@@ -59,36 +59,29 @@ pub(super) fn find_due(conn: &Connection, want: &ClaimWant, now: Timestamp) -> S
     } else {
         Some(now)
     };
-    Ok(Found::Due(ClaimedBatch { webhook_id: want.webhook_id.clone(), deliveries, next_due }))
+    Ok(Found::Due(ClaimedBatch { webhook_id: want.webhook_id.clone(), deliveries, next_due, cursor }))
 }
 
-/// The due deliveries not held, and whether that is all that is due now.
-fn due_rows(
-    conn: &Connection,
-    webhook: &Arc<Webhook>,
-    want: &ClaimWant,
-    now: Timestamp,
-) -> StoreResult<(Vec<DueDelivery>, bool)> {
-    // Held deliveries are due too: reading past them finds `limit` others
-    // if there are that many. The ids come from the due index alone; only
-    // those not held are read in full.
-    let scan = want.limit + want.held.len();
-    let mut ids = conn.prepare_cached(
-        "SELECT id FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at <= ?2 AND leased = 0 \
-         ORDER BY next_attempt_at LIMIT ?3",
-    )?;
-    let mut rows = ids.query(params![want.webhook_id, now.0, scan as i64])?;
+struct DueRows {
+    deliveries: Vec<DueDelivery>,
+    /// Everything due now was read.
+    exhausted: bool,
+    /// The place of the last delivery taken.
+    cursor: Option<ClaimCursor>,
+}
+
+/// The due deliveries not held, in due order. Held deliveries are due
+/// too, and usually first in that order (they were claimed first); the
+/// cursor skips them. Whatever it might skip that is not held (a delivery
+/// put back, a manual retry) is found by a scan from the start once the
+/// rows past the cursor run short.
+fn due_rows(conn: &Connection, webhook: &Arc<Webhook>, want: &ClaimWant, now: Timestamp) -> StoreResult<DueRows> {
+    let mut taken = DueRows { deliveries: Vec::with_capacity(want.limit), exhausted: false, cursor: None };
     let mut full = conn.prepare_cached(
         "SELECT d.n_attempts, d.final_attempt, d.event_id, d.event_type, e.timestamp, e.payload \
          FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
     )?;
-    let (mut deliveries, mut seen) = (Vec::with_capacity(want.limit), 0);
-    while let Some(row) = rows.next()? {
-        seen += 1;
-        let delivery_id: String = row.get(0)?;
-        if is_held(&want.held, &delivery_id) {
-            continue;
-        }
+    let mut take = |taken: &mut DueRows, delivery_id: String, due_at: i64| -> StoreResult<()> {
         let due = full.query_row([&delivery_id], |row| {
             Ok(DueDelivery {
                 delivery_id: delivery_id.clone(),
@@ -101,12 +94,52 @@ fn due_rows(
                 webhook: webhook.clone(),
             })
         })?;
-        deliveries.push(due);
-        if deliveries.len() == want.limit {
-            return Ok((deliveries, false));
+        taken.deliveries.push(due);
+        taken.cursor = Some(ClaimCursor { due_at: Timestamp(due_at), delivery_id });
+        Ok(())
+    };
+    if let Some(after) = &want.after {
+        let mut past = conn.prepare_cached(
+            "SELECT id, next_attempt_at FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at <= ?2 \
+             AND leased = 0 AND (next_attempt_at, id) > (?3, ?4) ORDER BY next_attempt_at, id LIMIT ?5",
+        )?;
+        let mut rows =
+            past.query(params![want.webhook_id, now.0, after.due_at.0, after.delivery_id, want.limit as i64])?;
+        while let Some(row) = rows.next()? {
+            let delivery_id: String = row.get(0)?;
+            if !is_held(&want.held, &delivery_id) {
+                take(&mut taken, delivery_id, row.get(1)?)?;
+            }
+        }
+        if taken.deliveries.len() == want.limit {
+            return Ok(taken);
         }
     }
-    Ok((deliveries, seen < scan))
+    // From the start, reading past what is held (and what was just taken):
+    // `limit` more, if there are that many.
+    let skip = want.held.len() + taken.deliveries.len();
+    let scan = want.limit + skip;
+    let mut from_start = conn.prepare_cached(
+        "SELECT id, next_attempt_at FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at <= ?2 \
+         AND leased = 0 ORDER BY next_attempt_at, id LIMIT ?3",
+    )?;
+    let mut rows = from_start.query(params![want.webhook_id, now.0, scan as i64])?;
+    let mut seen = 0;
+    while let Some(row) = rows.next()? {
+        seen += 1;
+        let delivery_id: String = row.get(0)?;
+        if is_held(&want.held, &delivery_id) || taken.deliveries.iter().any(|d| d.delivery_id == delivery_id) {
+            continue;
+        }
+        take(&mut taken, delivery_id, row.get(1)?)?;
+        if taken.deliveries.len() == want.limit {
+            break;
+        }
+    }
+    taken.exhausted = seen < scan;
+    // The scan from the start may end before the rows past the cursor did.
+    taken.cursor = taken.cursor.max(want.after.clone());
+    Ok(taken)
 }
 
 fn is_held(held: &HashSet<String>, delivery_id: &str) -> bool {
