@@ -234,6 +234,9 @@ impl Engine {
     fn plan(&self, now: Timestamp, claiming: bool) -> Plan {
         let mut schedule = self.schedule.lock().unwrap();
         let full = schedule.total_queued >= self.queue_limit();
+        // What all lanes together may still take in, so that memory stays
+        // bounded however many webhooks have a backlog.
+        let mut budget = self.queue_limit().saturating_sub(schedule.total_queued);
         let (limit, low_water) = (self.lane_limit(), self.lane_limit() / 2);
         let mut plan = Plan { wants: Vec::new(), next_wake: None, probes: HashSet::new() };
         let wake_at = |plan: &mut Plan, at: Timestamp| plan.next_wake = Some(plan.next_wake.map_or(at, |w| w.min(at)));
@@ -253,10 +256,19 @@ impl Engine {
                     continue;
                 }
                 Allowance::Probe => 1,
-                Allowance::Any => limit - queued,
+                Allowance::Any => {
+                    // An idle webhook gets enough for its concurrency even
+                    // when the budget is spent, so that none starves.
+                    let fair = if queued == 0 { self.config.per_webhook_concurrency.min(limit) } else { 0 };
+                    (limit - queued).min(budget.max(fair))
+                }
             };
             if at > now {
                 wake_at(&mut plan, at);
+                continue;
+            }
+            if room == 0 {
+                // The budget is spent; a lane that drains wakes us.
                 continue;
             }
             if claiming {
@@ -273,6 +285,7 @@ impl Engine {
                     Some(lane) if claiming => (lane.held.clone(), lane.cursor.clone()),
                     _ => (HashSet::new(), None),
                 };
+                budget = budget.saturating_sub(room);
                 plan.wants.push(ClaimWant { webhook_id: webhook_id.clone(), limit: room, held, after });
             }
         }

@@ -27,20 +27,24 @@ pub struct Pool {
     path: PathBuf,
 }
 
+/// Page cache of the writer connection, in KiB; readers keep SQLite's
+/// default (2 MiB each), since up to `MAX_READERS` of them stay open.
+const WRITER_CACHE_KIB: u32 = 8192;
+/// Read connections kept open between reads.
+const MAX_READERS: usize = 16;
+
 fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("opening sqlite database {}", path.display()))?;
     // WAL with synchronous=FULL: every commit is fsync'd before it returns,
     // so a 202 means the event survives a crash or power loss. Statement
     // journals (one per savepoint) stay in memory rather than in a temp
-    // file opened and unlinked per commit; 8 MiB of page cache keeps the
-    // hot end of the tables out of pread.
+    // file opened and unlinked per commit.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 10000;
          PRAGMA foreign_keys = OFF;
-         PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -8192;",
+         PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -56,6 +60,8 @@ impl Pool {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         let mut conn = open_connection(path)?;
+        // The hot end of the tables stays out of pread.
+        conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))?;
         migrate(&mut conn)?;
         let (writer, jobs) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new().name("herald-sqlite-writer".into()).spawn(move || write_loop(conn, jobs))?;
@@ -116,7 +122,7 @@ impl Pool {
         .await
         .map_err(|e| StoreError::Internal(e.into()))??;
         let mut readers = self.readers.lock().unwrap();
-        if readers.len() < 16 {
+        if readers.len() < MAX_READERS {
             readers.push(conn);
         }
         result
