@@ -136,7 +136,8 @@ fn due_rows(conn: &Connection, webhook: &Arc<Webhook>, want: &ClaimWant, now: Ti
             break;
         }
     }
-    taken.exhausted = seen < scan;
+    // Stopping at the limit says nothing of what lies beyond.
+    taken.exhausted = taken.deliveries.len() < want.limit && seen < scan;
     // The scan from the start may end before the rows past the cursor did.
     taken.cursor = taken.cursor.max(want.after.clone());
     Ok(taken)
