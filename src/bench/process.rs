@@ -21,10 +21,17 @@ pub struct HeraldProcess {
 impl HeraldProcess {
     /// Starts Herald with its default, durable settings.
     pub async fn start() -> anyhow::Result<HeraldProcess> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts Herald with its default settings but for `args` (which
+    /// never touch durability).
+    pub async fn start_with(args: &[String]) -> anyhow::Result<HeraldProcess> {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("herald.db");
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
+            .args(args)
             .arg("--database")
             .arg(format!("sqlite://{}", db.display()))
             .env("HERALD_LOG", std::env::var("BENCH_HERALD_LOG").unwrap_or_else(|_| "warn".into()))

@@ -71,7 +71,11 @@ pub async fn baseline(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<Scenar
 }
 
 async fn herald_with_webhook(receiver: &BenchReceiver) -> anyhow::Result<(HeraldProcess, Client)> {
-    let herald = HeraldProcess::start().await?;
+    herald_with_webhook_and(receiver, &[]).await
+}
+
+async fn herald_with_webhook_and(receiver: &BenchReceiver, args: &[String]) -> anyhow::Result<(HeraldProcess, Client)> {
+    let herald = HeraldProcess::start_with(args).await?;
     let client = Client::new(&herald.base, &herald.token);
     client.create_webhook(json!({"url": format!("{}/ok", receiver.base)})).await?;
     Ok((herald, client))
@@ -128,7 +132,10 @@ pub async fn ingest_batch(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<Sc
 
 pub async fn end_to_end(sizes: &Sizes, pb: &ProgressBar, baseline: Option<f64>) -> anyhow::Result<ScenarioResult> {
     let receiver = BenchReceiver::start().await?;
-    let (herald, client) = herald_with_webhook(&receiver).await?;
+    // As many requests open to the receiver as the baseline holds (the
+    // default per webhook is 16): the ratio compares like with like.
+    let same_concurrency = ["--per-webhook-concurrency".to_owned(), CONCURRENCY.to_string()];
+    let (herald, client) = herald_with_webhook_and(&receiver, &same_concurrency).await?;
     let n = sizes.end_to_end;
     let progress = show_progress(pb, &receiver, "end-to-end", n as u64);
     let cpu = herald.cpu_seconds();
