@@ -75,6 +75,12 @@ struct Lane {
     attempted: usize,
     /// Where the last claim for this webhook stopped.
     cursor: Option<ClaimCursor>,
+    /// The last claim filled up past the cursor: the next one need not be
+    /// told what is held (what lies past the cursor is not), which spares
+    /// copying the held list per claim. Should it fall back to a scan from
+    /// the start all the same, what it returns that is held is dropped
+    /// here (`enter_lane`), and the claim after it is told again.
+    streaming: bool,
 }
 
 impl Lane {
@@ -282,6 +288,7 @@ impl Engine {
                     plan.probes.insert(webhook_id.clone());
                 }
                 let (held, after) = match schedule.lanes.get(webhook_id) {
+                    Some(lane) if claiming && lane.streaming => (HashSet::new(), lane.cursor.clone()),
                     Some(lane) if claiming => (lane.held.clone(), lane.cursor.clone()),
                     _ => (HashSet::new(), None),
                 };
@@ -339,6 +346,7 @@ impl Engine {
                 }
                 if let Some(lane) = schedule.lanes.get_mut(&batch.webhook_id) {
                     lane.cursor = batch.cursor.clone().max(lane.cursor.take());
+                    lane.streaming = batch.filled_past_cursor;
                 }
                 self.refresh_room(&schedule, &batch.webhook_id, now);
             }
@@ -407,6 +415,7 @@ impl Engine {
             held: HashSet::new(),
             attempted: 0,
             cursor: None,
+            streaming: false,
         });
         if !lane.held.insert(due.delivery_id.clone()) {
             return None;

@@ -57,6 +57,9 @@ pub struct ClaimedBatch {
     pub next_due: Option<Timestamp>,
     /// Where this claim stopped, for the next one's `after`.
     pub cursor: Option<ClaimCursor>,
+    /// The claim filled up from what lies past `after` alone, so the next
+    /// may well too: it need not be told what is held.
+    pub filled_past_cursor: bool,
 }
 
 /// Lets ingest hand fresh deliveries straight to the delivery engine: a

@@ -42,7 +42,7 @@ pub(super) fn find_due(conn: &Connection, want: &ClaimWant, now: Timestamp) -> S
         _ => None,
     };
     let webhook = Arc::new(found.map(|(w, _)| w).unwrap_or_else(|| placeholder_webhook(&want.webhook_id)));
-    let DueRows { deliveries, exhausted, cursor } = due_rows(conn, &webhook, want, now)?;
+    let DueRows { deliveries, exhausted, cursor, filled_past_cursor } = due_rows(conn, &webhook, want, now)?;
     if let Some(reason) = refusal {
         let delivery_ids = deliveries.into_iter().map(|due| due.delivery_id).collect();
         return Ok(Found::Refused { webhook_id: want.webhook_id.clone(), reason, delivery_ids });
@@ -59,7 +59,13 @@ pub(super) fn find_due(conn: &Connection, want: &ClaimWant, now: Timestamp) -> S
     } else {
         Some(now)
     };
-    Ok(Found::Due(ClaimedBatch { webhook_id: want.webhook_id.clone(), deliveries, next_due, cursor }))
+    Ok(Found::Due(ClaimedBatch {
+        webhook_id: want.webhook_id.clone(),
+        deliveries,
+        next_due,
+        cursor,
+        filled_past_cursor,
+    }))
 }
 
 struct DueRows {
@@ -68,6 +74,8 @@ struct DueRows {
     exhausted: bool,
     /// The place of the last delivery taken.
     cursor: Option<ClaimCursor>,
+    /// All were taken past `want.after`.
+    filled_past_cursor: bool,
 }
 
 /// The due deliveries not held, in due order. Held deliveries are due
@@ -76,7 +84,12 @@ struct DueRows {
 /// put back, a manual retry) is found by a scan from the start once the
 /// rows past the cursor run short.
 fn due_rows(conn: &Connection, webhook: &Arc<Webhook>, want: &ClaimWant, now: Timestamp) -> StoreResult<DueRows> {
-    let mut taken = DueRows { deliveries: Vec::with_capacity(want.limit), exhausted: false, cursor: None };
+    let mut taken = DueRows {
+        deliveries: Vec::with_capacity(want.limit),
+        exhausted: false,
+        cursor: None,
+        filled_past_cursor: false,
+    };
     let mut full = conn.prepare_cached(
         "SELECT d.n_attempts, d.final_attempt, d.event_id, d.event_type, e.timestamp, e.payload \
          FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
@@ -112,6 +125,7 @@ fn due_rows(conn: &Connection, webhook: &Arc<Webhook>, want: &ClaimWant, now: Ti
             }
         }
         if taken.deliveries.len() == want.limit {
+            taken.filled_past_cursor = true;
             return Ok(taken);
         }
     }

@@ -288,7 +288,13 @@ impl Store for SqliteStore {
                         .await?;
                     // More may wait; the engine claims again at once.
                     let next_due = more.then_some(now);
-                    batches.push(ClaimedBatch { webhook_id, deliveries: Vec::new(), next_due, cursor: None });
+                    batches.push(ClaimedBatch {
+                        webhook_id,
+                        deliveries: Vec::new(),
+                        next_due,
+                        cursor: None,
+                        filled_past_cursor: false,
+                    });
                 }
             }
         }
