@@ -7,7 +7,7 @@
 //! releases them.) Only deliveries of a deleted or disabled webhook need a
 //! write, to fail them, and that is rare.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -30,7 +30,16 @@ pub(super) enum Found {
 
 /// Up to `want.limit` deliveries of one webhook due at `now`, skipping
 /// those the engine holds.
-pub(super) fn find_due(conn: &Connection, want: &ClaimWant, now: Timestamp) -> StoreResult<Found> {
+/// Events read by one claim, by sequence number: an event that fans out to
+/// many webhooks is read, and its payload kept in memory, once.
+pub(super) type EventCache = HashMap<i64, (Timestamp, Arc<str>)>;
+
+pub(super) fn find_due(
+    conn: &Connection,
+    want: &ClaimWant,
+    now: Timestamp,
+    events: &mut EventCache,
+) -> StoreResult<Found> {
     let sql = format!("SELECT {WEBHOOK_COLUMNS}, w.deleted FROM webhooks w WHERE w.id = ?1");
     let found = conn
         .prepare_cached(&sql)?
@@ -42,7 +51,7 @@ pub(super) fn find_due(conn: &Connection, want: &ClaimWant, now: Timestamp) -> S
         _ => None,
     };
     let webhook = Arc::new(found.map(|(w, _)| w).unwrap_or_else(|| placeholder_webhook(&want.webhook_id)));
-    let DueRows { deliveries, exhausted, cursor, filled_past_cursor } = due_rows(conn, &webhook, want, now)?;
+    let DueRows { deliveries, exhausted, cursor, filled_past_cursor } = due_rows(conn, &webhook, want, now, events)?;
     if let Some(reason) = refusal {
         let delivery_ids = deliveries.into_iter().map(|due| due.delivery_id).collect();
         return Ok(Found::Refused { webhook_id: want.webhook_id.clone(), reason, delivery_ids });
@@ -83,30 +92,46 @@ struct DueRows {
 /// cursor skips them. Whatever it might skip that is not held (a delivery
 /// put back, a manual retry) is found by a scan from the start once the
 /// rows past the cursor run short.
-fn due_rows(conn: &Connection, webhook: &Arc<Webhook>, want: &ClaimWant, now: Timestamp) -> StoreResult<DueRows> {
+fn due_rows(
+    conn: &Connection,
+    webhook: &Arc<Webhook>,
+    want: &ClaimWant,
+    now: Timestamp,
+    events: &mut EventCache,
+) -> StoreResult<DueRows> {
     let mut taken = DueRows {
         deliveries: Vec::with_capacity(want.limit),
         exhausted: false,
         cursor: None,
         filled_past_cursor: false,
     };
-    let mut full = conn.prepare_cached(
-        "SELECT d.n_attempts, d.final_attempt, d.event_id, d.event_type, e.timestamp, e.payload \
-         FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?1",
+    let mut delivery = conn.prepare_cached(
+        "SELECT n_attempts, final_attempt, event_id, event_type, event_seq FROM deliveries WHERE id = ?1",
     )?;
+    let mut event = conn.prepare_cached("SELECT timestamp, payload FROM events WHERE seq = ?1")?;
     let mut take = |taken: &mut DueRows, delivery_id: String, due_at: i64| -> StoreResult<()> {
-        let due = full.query_row([&delivery_id], |row| {
-            Ok(DueDelivery {
-                delivery_id: delivery_id.clone(),
-                n_attempts: row.get(0)?,
-                final_attempt: row.get(1)?,
-                event_id: row.get(2)?,
-                event_type: row.get(3)?,
-                event_timestamp: Timestamp(row.get(4)?),
-                payload: row.get::<_, String>(5)?.into(),
-                webhook: webhook.clone(),
-            })
-        })?;
+        let (n_attempts, final_attempt, event_id, event_type, seq) = delivery
+            .query_row([&delivery_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))?;
+        let (event_timestamp, payload) = match events.get(&seq) {
+            Some(known) => known.clone(),
+            None => {
+                let read = event.query_row([seq], |row| {
+                    Ok((Timestamp(row.get(0)?), Arc::<str>::from(row.get_ref(1)?.as_str()?)))
+                })?;
+                events.insert(seq, read.clone());
+                read
+            }
+        };
+        let due = DueDelivery {
+            delivery_id: delivery_id.clone(),
+            n_attempts,
+            final_attempt,
+            event_id,
+            event_type,
+            event_timestamp,
+            payload,
+            webhook: webhook.clone(),
+        };
         taken.deliveries.push(due);
         taken.cursor = Some(ClaimCursor { due_at: Timestamp(due_at), delivery_id });
         Ok(())

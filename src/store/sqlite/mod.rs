@@ -269,7 +269,8 @@ impl Store for SqliteStore {
         let found = self
             .pool
             .read(move |conn| {
-                wants.iter().map(|want| claims::find_due(conn, want, now)).collect::<StoreResult<Vec<_>>>()
+                let mut events = claims::EventCache::new();
+                wants.iter().map(|want| claims::find_due(conn, want, now, &mut events)).collect::<StoreResult<Vec<_>>>()
             })
             .await?;
         let mut batches = Vec::with_capacity(found.len());
