@@ -50,6 +50,11 @@ async fn finish(name: &'static str, herald: HeraldProcess, cpu_before: f64, metr
     result
 }
 
+/// Rounds of the baseline; the best is the machine's ceiling. A noisy
+/// machine scores some rounds low, and a low ceiling would flatter the
+/// end-to-end ratio.
+const BASELINE_ROUNDS: usize = 3;
+
 pub async fn baseline(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
     let receiver = BenchReceiver::start().await?;
     let client = Client::new(&receiver.base, "none");
@@ -57,14 +62,19 @@ pub async fn baseline(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<Scenar
         json!({"type": "whatsapp:message:status", "timestamp": "2021-06-18T14:48:06Z", "data": status_payload(0)})
             .to_string();
     let n = sizes.baseline;
-    let elapsed = run_concurrently(n, CONCURRENCY, move |_| {
+    let mut best: f64 = 0.0;
+    for _ in 0..BASELINE_ROUNDS {
         let (client, body) = (client.clone(), body.clone());
-        async move { client.post("/ok", body).await.map(|_| ()) }
-    })
-    .await?;
+        let elapsed = run_concurrently(n, CONCURRENCY, move |_| {
+            let (client, body) = (client.clone(), body.clone());
+            async move { client.post("/ok", body).await.map(|_| ()) }
+        })
+        .await?;
+        best = best.max(n as f64 / elapsed.as_secs_f64());
+    }
     Ok(ScenarioResult {
         name: "baseline",
-        metrics: vec![Metric::new("requests/s", n as f64 / elapsed.as_secs_f64(), None)],
+        metrics: vec![Metric::new("requests/s, best of 3", best, None)],
         herald_cpu_seconds: None,
         herald_peak_rss_mb: None,
     })
