@@ -12,6 +12,11 @@
 //! Lanes keep one slow receiver from starving the others: each webhook has
 //! its own concurrency cap and holds at most `lane_limit` claimed
 //! deliveries; it is claimed for again only once it has drained to half.
+//! While a lane has room and nothing of its webhook waits in the store,
+//! ingest hands fresh deliveries straight to it (`admission`).
+//!
+//! Finished attempts go to the recorder, which commits them in batches; a
+//! delivery stays on its lane's held list (which claims skip) until then.
 
 mod admission;
 mod attempt;
