@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod bench;
+mod claims;
 mod cli;
 mod compose;
 mod crash;

@@ -1,0 +1,128 @@
+//! The store's claim contract, on a real SQLite file: a claim skips what
+//! the engine holds, resumes past its cursor, finds what was put back
+//! behind the cursor, and says whether more is due.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use herald::model::{NewEvent, Timestamp, Webhook};
+use herald::store::{Admit, ClaimCursor, ClaimWant, ClaimedBatch, SqliteStore, Store};
+
+/// Ingest that hands nothing over: every delivery waits in the store.
+struct NoRoom;
+
+impl Admit for NoRoom {
+    fn take(&self, _: &str) -> bool {
+        false
+    }
+
+    fn give_back(&self, _: &str) {}
+}
+
+const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+async fn backlog(n: usize) -> (SqliteStore, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("herald.db")).unwrap();
+    let account = store.bootstrap(None, NOW).await.unwrap().default_account.unwrap().0.id;
+    let webhook = Webhook {
+        id: "wh_claims".into(),
+        account_id: account.clone(),
+        url: "http://127.0.0.1:9/hook".into(),
+        description: String::new(),
+        event_types: None,
+        enabled: true,
+        headers: Default::default(),
+        profile: Default::default(),
+        options: Default::default(),
+        retry: None,
+        timeout_ms: None,
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        previous_secret: None,
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    store.create_webhook(webhook).await.unwrap();
+    let events = (0..n)
+        .map(|i| NewEvent {
+            id: Some(format!("e{i}")),
+            event_type: "t".into(),
+            payload: format!("{{\"i\":{i}}}"),
+            webhook_id: None,
+            timestamp: None,
+        })
+        .collect();
+    let ingested = store.ingest(&account, events, NOW, Arc::new(NoRoom)).await.unwrap();
+    assert!(ingested.handed.is_empty());
+    (store, "wh_claims".into(), dir)
+}
+
+async fn claim(store: &SqliteStore, held: &HashSet<String>, after: Option<ClaimCursor>, limit: usize) -> ClaimedBatch {
+    let want = ClaimWant { webhook_id: "wh_claims".into(), limit, held: held.clone(), after };
+    store.claim_due(NOW, NOW, vec![want]).await.unwrap().pop().unwrap()
+}
+
+fn ids(batch: &ClaimedBatch) -> Vec<String> {
+    batch.deliveries.iter().map(|d| d.delivery_id.clone()).collect()
+}
+
+#[tokio::test]
+async fn claims_skip_what_is_held_resume_past_the_cursor_and_say_when_nothing_more_is_due() {
+    let (store, _, _dir) = backlog(10).await;
+    let mut held = HashSet::new();
+
+    let first = claim(&store, &held, None, 4).await;
+    assert_eq!(first.deliveries.len(), 4);
+    // Stopping at the limit says nothing of what lies beyond: more is due.
+    assert_eq!(first.next_due, Some(NOW));
+    held.extend(ids(&first));
+
+    let second = claim(&store, &held, first.cursor.clone(), 4).await;
+    assert_eq!(second.deliveries.len(), 4);
+    assert!(second.filled_past_cursor);
+    assert!(ids(&second).iter().all(|id| !held.contains(id)), "nothing held comes back");
+    held.extend(ids(&second));
+
+    let third = claim(&store, &held, second.cursor.clone(), 4).await;
+    assert_eq!(third.deliveries.len(), 2, "the last two");
+    assert!(!third.filled_past_cursor);
+    assert_eq!(third.next_due, None, "all ten are held: nothing more is due");
+    held.extend(ids(&third));
+    assert_eq!(held.len(), 10);
+
+    // Without the held list, a claim streaming past its cursor finds
+    // nothing there; what it then finds from the start is all held, and
+    // says more may be due so that the engine asks again with the list.
+    let blind = claim(&store, &HashSet::new(), third.cursor.clone(), 4).await;
+    assert!(ids(&blind).iter().all(|id| held.contains(id)));
+    assert_eq!(blind.next_due, Some(NOW));
+}
+
+#[tokio::test]
+async fn a_delivery_released_behind_the_cursor_is_claimed_again() {
+    let (store, _, _dir) = backlog(6).await;
+    let all = claim(&store, &HashSet::new(), None, 6).await;
+    let mut held: HashSet<String> = ids(&all).into_iter().collect();
+    // The engine lets go of one it had claimed (its breaker opened, say);
+    // it is behind the cursor now.
+    let released = ids(&all)[2].clone();
+    store.record_attempts(Vec::new(), vec![released.clone()], NOW).await.unwrap();
+    held.remove(&released);
+
+    let again = claim(&store, &held, all.cursor.clone(), 4).await;
+    assert_eq!(ids(&again), vec![released]);
+    assert_eq!(again.next_due, None);
+}
+
+#[tokio::test]
+async fn a_claim_that_stops_at_its_limit_says_more_is_due_whatever_it_skipped() {
+    // Regression: when held deliveries came after the ones taken, a claim
+    // that stopped at its limit read fewer rows than it meant to skip and
+    // took that for "nothing more is due", stranding the rest.
+    let (store, _, _dir) = backlog(10).await;
+    let order = ids(&claim(&store, &HashSet::new(), None, 10).await);
+    let held: HashSet<String> = order[6..].iter().cloned().collect();
+    let batch = claim(&store, &held, None, 2).await;
+    assert_eq!(ids(&batch), order[..2].to_vec());
+    assert_eq!(batch.next_due, Some(NOW), "four more are due and not held");
+}
