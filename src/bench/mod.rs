@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Run only these scenarios (repeat or separate with commas).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// A token run that only shows the instrument works (the test suite's).
+    #[arg(long, hide = true)]
+    pub smoke: bool,
 }
 
 /// How much work each scenario does.
@@ -45,6 +48,24 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// A tenth of `--quick`: figures mean nothing, every path runs.
+    fn smoke() -> Sizes {
+        let quick = Sizes::new(true);
+        Sizes {
+            baseline: quick.baseline / 10,
+            ingest_single: quick.ingest_single / 10,
+            ingest_batch: quick.ingest_batch / 10,
+            end_to_end: quick.end_to_end / 10,
+            latency_seconds: 1,
+            latency_rate: 100,
+            fan_out_events: quick.fan_out_events / 10,
+            fan_out_webhooks: 10,
+            failing_events: quick.failing_events / 10,
+            backlog: quick.backlog / 10,
+            idle_seconds: 1,
+        }
+    }
+
     fn new(quick: bool) -> Sizes {
         if quick {
             Sizes {
@@ -136,7 +157,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             anyhow::bail!("unknown scenario `{name}` (known: {})", SCENARIOS.join(", "));
         }
     }
-    let sizes = Sizes::new(args.quick);
+    let sizes = if args.smoke { Sizes::smoke() } else { Sizes::new(args.quick) };
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let mut results: Vec<ScenarioResult> = Vec::new();
     let mut baseline_rate = None;

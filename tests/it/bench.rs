@@ -9,13 +9,20 @@ use crate::support::run_herald;
 async fn the_bench_runs_and_reports_json() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let table =
-        run_herald(&["bench", "--quick", "--only", "baseline,ingest-single", "--json", json.to_str().unwrap()]).await;
+    let table = run_herald(&[
+        "bench",
+        "--smoke",
+        "--only",
+        "baseline,ingest-single,end-to-end",
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .await;
     assert!(table.contains("ingest-single"), "{table}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let names: Vec<&str> =
         report["scenarios"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["baseline", "ingest-single"]);
+    assert_eq!(names, ["baseline", "ingest-single", "end-to-end"]);
     let ingest = &report["scenarios"][1];
     assert!(ingest["metrics"][0]["value"].as_f64().unwrap() > 0.0);
     assert!(ingest["herald_peak_rss_mb"].as_f64().unwrap() > 0.0, "Herald's memory was read from /proc");

@@ -57,7 +57,7 @@ async fn every_accepted_event_arrives_after_a_kill_9() {
     let credentials: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("herald.credentials.json")).unwrap()).unwrap();
     let token = credentials["token"].as_str().unwrap().to_owned();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = crate::support::http_client();
     let created = http
         .post(format!("{base}/v1/webhooks"))
         .bearer_auth(&token)

@@ -73,7 +73,7 @@ async fn an_environment_only_wwebjs_deployment_delivers_without_any_api_setup() 
     let credentials: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("herald.credentials.json")).unwrap()).unwrap();
     let token = credentials["token"].as_str().unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = crate::support::http_client();
     let sent = http
         .post(format!("{base}/v1/events"))
         .bearer_auth(token)

@@ -18,6 +18,15 @@ use tokio_util::sync::CancellationToken;
 
 pub const OPERATOR_TOKEN: &str = "hrld_test_operator_token";
 
+/// A plain HTTP client for tests to call Herald with. reqwest needs the
+/// process's TLS provider in place first, which Herald itself installs
+/// only once it builds its own client: a test that runs alone may not
+/// have one yet.
+pub fn http_client() -> reqwest::Client {
+    herald::http_client::install_tls_provider();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
 /// The longest any test waits for something to happen before failing.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -63,7 +72,7 @@ impl TestApp {
         let attempts = app.attempts();
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run(shutdown.clone()));
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let http = http_client();
         TestApp { base, clock, http, _dir: dir, attempts, shutdown, token }
     }
 
