@@ -535,9 +535,11 @@ impl Engine {
     /// `RECORD_BATCH` before it is committed, so one commit (and its fsync)
     /// serves hundreds of attempts; it goes at once when nothing else is
     /// being sent, and at the latest `RECORD_WAIT_MS` after its first
-    /// attempt. Deliveries stay held (unclaimable) until recorded, but their
-    /// lanes already have room for the next. Returns when `stop` is
-    /// cancelled and everything sent before has been recorded.
+    /// attempt (by the engine's clock: under a test's `ManualClock`, a batch
+    /// waiting beside a request that never ends goes when the clock moves).
+    /// Deliveries stay held (unclaimable) until recorded, but their lanes
+    /// already have room for the next. Returns when `stop` is cancelled and
+    /// everything sent before has been recorded.
     async fn record_finished(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<Finished>, stop: CancellationToken) {
         let mut batch: Vec<Finished> = Vec::new();
         loop {
