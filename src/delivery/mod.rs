@@ -21,6 +21,7 @@
 mod admission;
 mod attempt;
 mod breaker;
+mod recorder;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -65,10 +66,6 @@ impl Default for EngineConfig {
 
 /// The most webhooks one claim serves; more wait for the next round.
 const WEBHOOKS_PER_CLAIM: usize = 128;
-/// Attempts recorded in one commit, at most.
-const RECORD_BATCH: usize = 512;
-/// How long a finished attempt may wait for its batch to fill.
-const RECORD_WAIT_MS: i64 = 50;
 
 struct Lane {
     permits: Arc<Semaphore>,
@@ -528,106 +525,6 @@ impl Engine {
         if changed {
             // Closed (send the rest) or reopened (a new time to look again).
             self.wake.notify_one();
-        }
-    }
-
-    /// Records finished attempts in batches. Under load a batch fills up to
-    /// `RECORD_BATCH` before it is committed, so one commit (and its fsync)
-    /// serves hundreds of attempts; it goes at once when nothing else is
-    /// being sent, and at the latest `RECORD_WAIT_MS` after its first
-    /// attempt (by the engine's clock: under a test's `ManualClock`, a batch
-    /// waiting beside a request that never ends goes when the clock moves).
-    /// Deliveries stay held (unclaimable) until recorded, but their lanes
-    /// already have room for the next. Returns when `stop` is cancelled and
-    /// everything sent before has been recorded.
-    async fn record_finished(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<Finished>, stop: CancellationToken) {
-        let mut batch: Vec<Finished> = Vec::new();
-        loop {
-            let first = tokio::select! {
-                first = inbox.recv() => first,
-                _ = stop.cancelled() => None,
-            };
-            let Some(first) = first else {
-                while let Ok(finished) = inbox.try_recv() {
-                    batch.push(finished);
-                }
-                if !batch.is_empty() {
-                    self.record_batch(std::mem::take(&mut batch)).await;
-                }
-                return;
-            };
-            batch.push(first);
-            // Real milliseconds, not scaled ones: this bounds how stale the
-            // log may be, not a retry wait.
-            let mut due = self.clock.sleep_until(Timestamp(self.clock.now().0 + RECORD_WAIT_MS));
-            loop {
-                while batch.len() < RECORD_BATCH
-                    && let Ok(finished) = inbox.try_recv()
-                {
-                    batch.push(finished);
-                }
-                if batch.len() >= RECORD_BATCH || self.sending() == 0 {
-                    break;
-                }
-                tokio::select! {
-                    next = inbox.recv() => match next {
-                        Some(finished) => batch.push(finished),
-                        None => break,
-                    },
-                    _ = &mut due => break,
-                    _ = stop.cancelled() => break,
-                }
-            }
-            self.record_batch(std::mem::take(&mut batch)).await;
-        }
-    }
-
-    /// Requests being sent right now.
-    fn sending(&self) -> usize {
-        self.config.max_in_flight - self.slots.available_permits()
-    }
-
-    async fn record_batch(&self, batch: Vec<Finished>) {
-        let mut dues = Vec::with_capacity(batch.len());
-        let mut records = Vec::with_capacity(batch.len());
-        let (mut put_off, mut waiting, mut retries) = (Vec::new(), Vec::new(), Vec::new());
-        for Finished { due, record } in batch {
-            match record {
-                Some(record) => {
-                    if let NextStep::RetryAt(at) = record.next {
-                        retries.push((due.webhook.id.clone(), at));
-                    }
-                    records.push(record);
-                }
-                None => {
-                    put_off.push(due.delivery_id.clone());
-                    waiting.push(due.webhook.id.clone());
-                }
-            }
-            dues.push(due);
-        }
-        // Copies only when someone watches the feed (tests, live views).
-        let watched = (self.recorded.receiver_count() > 0).then(|| records.clone());
-        let n = dues.len();
-        match self.store.record_attempts(records, put_off, self.clock.now()).await {
-            Ok(()) => {
-                for (webhook_id, at) in &retries {
-                    self.mark_due([webhook_id.as_str()], *at);
-                }
-                if !waiting.is_empty() {
-                    // Still due: the plan holds them back while the breaker is open.
-                    self.mark_due(waiting.iter().map(String::as_str), self.clock.now());
-                }
-                for record in watched.into_iter().flatten() {
-                    let _ = self.recorded.send(record);
-                }
-            }
-            // The deliveries stay leased; they are attempted again at the
-            // next start.
-            Err(err) => tracing::error!(n, error = %err, "could not record attempts"),
-        }
-        for due in &dues {
-            self.release(due);
         }
     }
 
