@@ -79,9 +79,9 @@ struct Lane {
     cursor: Option<ClaimCursor>,
     /// The last claim filled up past the cursor: the next one need not be
     /// told what is held (what lies past the cursor is not), which spares
-    /// copying the held list per claim. Should it fall back to a scan from
-    /// the start all the same, what it returns that is held is dropped
-    /// here (`enter_lane`), and the claim after it is told again.
+    /// copying the held list per claim. Such a claim reads nothing behind
+    /// the cursor: a delivery recorded and released while it read could
+    /// look due and not held. If it runs short, the next is told again.
     streaming: bool,
 }
 
@@ -290,9 +290,9 @@ impl Engine {
                     plan.probes.insert(webhook_id.clone());
                 }
                 let (held, after) = match schedule.lanes.get(webhook_id) {
-                    Some(lane) if claiming && lane.streaming => (HashSet::new(), lane.cursor.clone()),
-                    Some(lane) if claiming => (lane.held.clone(), lane.cursor.clone()),
-                    _ => (HashSet::new(), None),
+                    Some(lane) if claiming && lane.streaming => (None, lane.cursor.clone()),
+                    Some(lane) if claiming => (Some(lane.held.clone()), lane.cursor.clone()),
+                    _ => (Some(HashSet::new()), None),
                 };
                 budget = budget.saturating_sub(room);
                 plan.wants.push(ClaimWant { webhook_id: webhook_id.clone(), limit: room, held, after });

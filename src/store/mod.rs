@@ -34,8 +34,11 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct ClaimWant {
     pub webhook_id: String,
     pub limit: usize,
-    /// Deliveries of this webhook already in the engine's hands.
-    pub held: std::collections::HashSet<String>,
+    /// Deliveries of this webhook in the engine's hands, as of before the
+    /// claim. `None` when the engine does not send them (it expects the
+    /// claim to find enough past `after`): then the claim reads only past
+    /// `after`, since anything behind it might be held.
+    pub held: Option<std::collections::HashSet<String>>,
     /// Where the previous claim for this webhook stopped: a hint that lets
     /// a claim start past what it has already handed out (and is held).
     pub after: Option<ClaimCursor>,

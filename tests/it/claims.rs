@@ -58,7 +58,7 @@ async fn backlog(n: usize) -> (SqliteStore, String, tempfile::TempDir) {
 }
 
 async fn claim(store: &SqliteStore, held: &HashSet<String>, after: Option<ClaimCursor>, limit: usize) -> ClaimedBatch {
-    let want = ClaimWant { webhook_id: "wh_claims".into(), limit, held: held.clone(), after };
+    let want = ClaimWant { webhook_id: "wh_claims".into(), limit, held: Some(held.clone()), after };
     store.claim_due(NOW, NOW, vec![want]).await.unwrap().pop().unwrap()
 }
 
@@ -90,11 +90,13 @@ async fn claims_skip_what_is_held_resume_past_the_cursor_and_say_when_nothing_mo
     held.extend(ids(&third));
     assert_eq!(held.len(), 10);
 
-    // Without the held list, a claim streaming past its cursor finds
-    // nothing there; what it then finds from the start is all held, and
-    // says more may be due so that the engine asks again with the list.
-    let blind = claim(&store, &HashSet::new(), third.cursor.clone(), 4).await;
-    assert!(ids(&blind).iter().all(|id| held.contains(id)));
+    // Without the held list, a claim streaming past its cursor reads nothing
+    // behind it (what it found there might be held, or released while it
+    // read), and says more may be due, so that the engine asks again with
+    // the list.
+    let want = ClaimWant { webhook_id: "wh_claims".into(), limit: 4, held: None, after: third.cursor.clone() };
+    let blind = store.claim_due(NOW, NOW, vec![want]).await.unwrap().pop().unwrap();
+    assert!(blind.deliveries.is_empty());
     assert_eq!(blind.next_due, Some(NOW));
 }
 

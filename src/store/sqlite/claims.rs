@@ -7,7 +7,7 @@
 //! releases them.) Only deliveries of a deleted or disabled webhook need a
 //! write, to fail them, and that is rare.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -145,7 +145,7 @@ fn due_rows(
             past.query(params![want.webhook_id, now.0, after.due_at.0, after.delivery_id, want.limit as i64])?;
         while let Some(row) = rows.next()? {
             let delivery_id: String = row.get(0)?;
-            if !is_held(&want.held, &delivery_id) {
+            if !want.held.as_ref().is_some_and(|held| held.contains(&delivery_id)) {
                 take(&mut taken, delivery_id, row.get(1)?)?;
             }
         }
@@ -154,9 +154,14 @@ fn due_rows(
             return Ok(taken);
         }
     }
+    let Some(held) = &want.held else {
+        // Behind the cursor, anything might be held: the engine asks again
+        // with its list.
+        return Ok(taken);
+    };
     // From the start, reading past what is held (and what was just taken):
     // `limit` more, if there are that many.
-    let skip = want.held.len() + taken.deliveries.len();
+    let skip = held.len() + taken.deliveries.len();
     let scan = want.limit + skip;
     let mut from_start = conn.prepare_cached(
         "SELECT id, next_attempt_at FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at <= ?2 \
@@ -167,7 +172,7 @@ fn due_rows(
     while let Some(row) = rows.next()? {
         seen += 1;
         let delivery_id: String = row.get(0)?;
-        if is_held(&want.held, &delivery_id) || taken.deliveries.iter().any(|d| d.delivery_id == delivery_id) {
+        if held.contains(&delivery_id) || taken.deliveries.iter().any(|d| d.delivery_id == delivery_id) {
             continue;
         }
         take(&mut taken, delivery_id, row.get(1)?)?;
@@ -180,8 +185,4 @@ fn due_rows(
     // The scan from the start may end before the rows past the cursor did.
     taken.cursor = taken.cursor.max(want.after.clone());
     Ok(taken)
-}
-
-fn is_held(held: &HashSet<String>, delivery_id: &str) -> bool {
-    !held.is_empty() && held.contains(delivery_id)
 }
