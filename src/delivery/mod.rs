@@ -202,10 +202,13 @@ impl Engine {
     pub fn mark_due<'a>(&self, webhook_ids: impl IntoIterator<Item = &'a str>, at: Timestamp) {
         let due_now = at <= self.clock.now();
         let mut schedule = self.schedule.lock().unwrap();
+        let mut closed: Option<&str> = None;
         for webhook_id in webhook_ids {
-            if due_now {
-                // Older deliveries wait in the store: fresh ones queue behind them.
+            if due_now && closed != Some(webhook_id) {
+                // Older deliveries wait in the store: fresh ones queue behind
+                // them. (Once per run of the same webhook.)
                 self.admission.set(webhook_id, false, 0, 0);
+                closed = Some(webhook_id);
             }
             // A batch names the same webhook many times: look up before
             // allocating a key.
@@ -383,18 +386,12 @@ impl Engine {
         let mut lanes = Vec::with_capacity(handed.len());
         {
             let mut schedule = self.schedule.lock().unwrap();
-            let mut last: Option<&str> = None;
-            for due in &handed {
-                self.admission.arrived(&due.webhook.id, 1);
-                lanes.push(self.enter_lane(&mut schedule, due));
-                // A batch names its webhooks in runs: refresh once per run.
-                if last.is_some_and(|id| id != due.webhook.id) {
-                    self.refresh_room(&schedule, last.unwrap(), now);
-                }
-                last = Some(&due.webhook.id);
-            }
-            if let Some(id) = last {
-                self.refresh_room(&schedule, id, now);
+            // A batch names its webhooks in runs: account for each run at once.
+            for run in handed.chunk_by(|a, b| a.webhook.id == b.webhook.id) {
+                let webhook_id = &run[0].webhook.id;
+                self.admission.arrived(webhook_id, run.len());
+                lanes.extend(run.iter().map(|due| self.enter_lane(&mut schedule, due)));
+                self.refresh_room(&schedule, webhook_id, now);
             }
         }
         for (due, lane) in handed.into_iter().zip(lanes) {

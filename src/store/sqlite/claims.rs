@@ -13,8 +13,8 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{WEBHOOK_COLUMNS, webhook_from_row};
-use super::writes::placeholder_webhook;
 use crate::model::{DueDelivery, Timestamp, Webhook};
+use crate::profile::Profile;
 use crate::store::{ClaimCursor, ClaimWant, ClaimedBatch, StoreResult};
 
 /// What a claim found for one webhook.
@@ -185,4 +185,25 @@ fn due_rows(
     // The scan from the start may end before the rows past the cursor did.
     taken.cursor = taken.cursor.max(want.after.clone());
     Ok(taken)
+}
+
+/// Stands in for a webhook row that no longer exists.
+fn placeholder_webhook(id: &str) -> Webhook {
+    Webhook {
+        id: id.to_owned(),
+        account_id: String::new(),
+        url: String::new(),
+        description: String::new(),
+        event_types: None,
+        enabled: false,
+        headers: Default::default(),
+        profile: Profile::default(),
+        options: Default::default(),
+        retry: None,
+        timeout_ms: None,
+        secret: String::new(),
+        previous_secret: None,
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+    }
 }

@@ -7,30 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::load_webhooks;
 use crate::model::{DueDelivery, IngestOutcome, NewEvent, Timestamp, Webhook, new_id, new_id_at};
-use crate::profile::Profile;
 use crate::store::{Admit, Ingested, StoreError, StoreResult};
 use crate::{catalogue, filter};
-
-/// Stands in for a webhook row that no longer exists.
-pub(super) fn placeholder_webhook(id: &str) -> Webhook {
-    Webhook {
-        id: id.to_owned(),
-        account_id: String::new(),
-        url: String::new(),
-        description: String::new(),
-        event_types: None,
-        enabled: false,
-        headers: Default::default(),
-        profile: Profile::default(),
-        options: Default::default(),
-        retry: None,
-        timeout_ms: None,
-        secret: String::new(),
-        previous_secret: None,
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-    }
-}
 
 /// The body of `Store::ingest`, inside the writer's transaction. Room
 /// `admit` gives is recorded in `taken`, so that the caller can give it
