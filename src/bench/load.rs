@@ -43,7 +43,10 @@ impl Client {
         Client { http, base: base.to_owned(), token: token.to_owned() }
     }
 
-    pub async fn post(&self, path: &str, body: String) -> anyhow::Result<Value> {
+    /// Posts `body` and checks the answer is a success; the answer's body
+    /// is read but not parsed (the load generator spends as little CPU as
+    /// it can: it shares the machine with what it measures).
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> anyhow::Result<bytes::Bytes> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -54,24 +57,31 @@ impl Client {
             .await
             .with_context(|| format!("POST {path}"))?;
         let status = response.status();
-        let text = response.text().await?;
+        let answer = response.bytes().await?;
         if !status.is_success() {
-            bail!("POST {path}: {status} {text}");
+            bail!("POST {path}: {status} {}", String::from_utf8_lossy(&answer));
         }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        Ok(answer)
     }
 
     pub async fn create_webhook(&self, body: Value) -> anyhow::Result<String> {
-        let created = self.post("/v1/webhooks", body.to_string()).await?;
+        let created: Value = serde_json::from_slice(&self.post("/v1/webhooks", body.to_string()).await?)?;
         Ok(created["id"].as_str().context("webhook id")?.to_owned())
     }
 
     /// A batch of `size` events numbered from `first`.
-    pub fn batch_body(event_type: &str, first: usize, size: usize) -> String {
+    pub fn batch_body(event_type: &str, first: usize, size: usize) -> bytes::Bytes {
         let events: Vec<Value> = (first..first + size)
             .map(|n| json!({"id": format!("e{n}"), "type": event_type, "payload": status_payload(n)}))
             .collect();
-        Value::Array(events).to_string()
+        Value::Array(events).to_string().into()
+    }
+
+    /// `n` events in batches of `batch`, built before any is sent, so that
+    /// building them does not compete with Herald for the CPU while it is
+    /// measured (the baseline's body is built up front too).
+    pub fn batch_bodies(event_type: &str, n: usize, batch: usize) -> Vec<bytes::Bytes> {
+        (0..n.div_ceil(batch)).map(|b| Client::batch_body(event_type, b * batch, batch.min(n - b * batch))).collect()
     }
 }
 

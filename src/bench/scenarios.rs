@@ -61,6 +61,7 @@ pub async fn baseline(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<Scenar
     let body =
         json!({"type": "whatsapp:message:status", "timestamp": "2021-06-18T14:48:06Z", "data": status_payload(0)})
             .to_string();
+    let body = bytes::Bytes::from(body);
     let n = sizes.baseline;
     let mut best: f64 = 0.0;
     for _ in 0..BASELINE_ROUNDS {
@@ -94,14 +95,20 @@ async fn herald_with_webhook_and(receiver: &BenchReceiver, args: &[String]) -> a
 pub async fn ingest_single(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
     let receiver = BenchReceiver::start().await?;
     let (herald, client) = herald_with_webhook(&receiver).await?;
-    let cpu = herald.cpu_seconds();
     let n = sizes.ingest_single;
+    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        (0..n)
+            .map(|i| {
+                json!({"id": format!("e{i}"), "type": "whatsapp:message:status", "payload": status_payload(i)})
+                    .to_string()
+                    .into()
+            })
+            .collect(),
+    );
+    let cpu = herald.cpu_seconds();
     let elapsed = run_concurrently(n, CONCURRENCY, move |i| {
-        let client = client.clone();
-        async move {
-            let body = json!({"id": format!("e{i}"), "type": "whatsapp:message:status", "payload": status_payload(i)});
-            client.post("/v1/events", body.to_string()).await.map(|_| ())
-        }
+        let (client, body) = (client.clone(), bodies[i].clone());
+        async move { client.post("/v1/events", body).await.map(|_| ()) }
     })
     .await?;
     Ok(finish(
@@ -113,14 +120,13 @@ pub async fn ingest_single(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<S
     .await)
 }
 
-async fn post_batches(client: &Client, n: usize, event_type: &'static str) -> anyhow::Result<Duration> {
-    let client = client.clone();
-    run_concurrently(n.div_ceil(BATCH), BATCH_CONCURRENCY, move |b| {
-        let client = client.clone();
-        async move {
-            let size = BATCH.min(n - b * BATCH);
-            client.post("/v1/events", Client::batch_body(event_type, b * BATCH, size)).await.map(|_| ())
-        }
+/// Posts prepared batches (see `Client::batch_bodies`) from
+/// `BATCH_CONCURRENCY` tasks.
+async fn post_batches(client: &Client, bodies: Vec<bytes::Bytes>) -> anyhow::Result<Duration> {
+    let (client, bodies) = (client.clone(), Arc::new(bodies));
+    run_concurrently(bodies.len(), BATCH_CONCURRENCY, move |b| {
+        let (client, body) = (client.clone(), bodies[b].clone());
+        async move { client.post("/v1/events", body).await.map(|_| ()) }
     })
     .await
 }
@@ -128,9 +134,10 @@ async fn post_batches(client: &Client, n: usize, event_type: &'static str) -> an
 pub async fn ingest_batch(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
     let receiver = BenchReceiver::start().await?;
     let (herald, client) = herald_with_webhook(&receiver).await?;
-    let cpu = herald.cpu_seconds();
     let n = sizes.ingest_batch;
-    let elapsed = post_batches(&client, n, "whatsapp:message:status").await?;
+    let bodies = Client::batch_bodies("whatsapp:message:status", n, BATCH);
+    let cpu = herald.cpu_seconds();
+    let elapsed = post_batches(&client, bodies).await?;
     Ok(finish(
         "ingest-batch",
         herald,
@@ -147,10 +154,11 @@ pub async fn end_to_end(sizes: &Sizes, pb: &ProgressBar, baseline: Option<f64>) 
     let same_concurrency = ["--per-webhook-concurrency".to_owned(), CONCURRENCY.to_string()];
     let (herald, client) = herald_with_webhook_and(&receiver, &same_concurrency).await?;
     let n = sizes.end_to_end;
+    let bodies = Client::batch_bodies("whatsapp:message:status", n, BATCH);
     let progress = show_progress(pb, &receiver, "end-to-end", n as u64);
     let cpu = herald.cpu_seconds();
     let started = Instant::now();
-    post_batches(&client, n, "whatsapp:message:status").await?;
+    post_batches(&client, bodies).await?;
     if !receiver.wait_until(PATIENCE, |c| c.ok.load(Ordering::Relaxed) >= n as u64).await {
         bail!("end-to-end: not every event arrived");
     }
@@ -221,10 +229,11 @@ pub async fn fan_out(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<Scenario
         client.create_webhook(json!({"url": format!("{}/ok/{w}", receiver.base)})).await?;
     }
     let total = (sizes.fan_out_events * sizes.fan_out_webhooks) as u64;
+    let bodies = Client::batch_bodies("whatsapp:message:status", sizes.fan_out_events, BATCH);
     let progress = show_progress(pb, &receiver, "fan-out", total);
     let cpu = herald.cpu_seconds();
     let started = Instant::now();
-    post_batches(&client, sizes.fan_out_events, "whatsapp:message:status").await?;
+    post_batches(&client, bodies).await?;
     if !receiver.wait_until(PATIENCE, |c| c.ok.load(Ordering::Relaxed) >= total).await {
         bail!("fan-out: not every delivery arrived");
     }
@@ -256,16 +265,16 @@ async fn healthy_under(sizes: &Sizes, failing: usize) -> anyhow::Result<(f64, f6
     receiver.track_arrivals();
     let n = sizes.failing_events;
     let total = (n * HEALTHY) as u64;
+    let bodies = Arc::new(Client::batch_bodies("t", n, BATCH));
     let cpu = herald.cpu_seconds();
-    let sent: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(vec![Instant::now(); n.div_ceil(BATCH)]));
+    let sent: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(vec![Instant::now(); bodies.len()]));
     let started = Instant::now();
     let (batch_client, batch_sent) = (client.clone(), sent.clone());
-    run_concurrently(n.div_ceil(BATCH), BATCH_CONCURRENCY, move |b| {
-        let (client, sent) = (batch_client.clone(), batch_sent.clone());
+    run_concurrently(bodies.len(), BATCH_CONCURRENCY, move |b| {
+        let (client, sent, body) = (batch_client.clone(), batch_sent.clone(), bodies[b].clone());
         async move {
             sent.lock().unwrap()[b] = Instant::now();
-            let size = BATCH.min(n - b * BATCH);
-            client.post("/v1/events", Client::batch_body("t", b * BATCH, size)).await.map(|_| ())
+            client.post("/v1/events", body).await.map(|_| ())
         }
     })
     .await?;
@@ -312,8 +321,9 @@ pub async fn scheduled_backlog(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Resul
     client.create_webhook(json!({"url": format!("{}/fail", receiver.base), "retry": {"schedule": [36000]}})).await?;
     let n = sizes.backlog;
     pb.set_message(format!("scheduled backlog: ingesting {n} events"));
+    let bodies = Client::batch_bodies("whatsapp:message:status", n, BATCH);
     let cpu_start = herald.cpu_seconds();
-    post_batches(&client, n, "whatsapp:message:status").await?;
+    post_batches(&client, bodies).await?;
     if !receiver.wait_until(PATIENCE, |c| c.failed.load(Ordering::Relaxed) >= 5).await {
         bail!("scheduled backlog: the receiver never saw a failing attempt");
     }
