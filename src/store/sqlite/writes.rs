@@ -42,10 +42,10 @@ pub(super) fn ingest_in(
             return Err(StoreError::NotFound(format!("webhook `{target}` (events[{i}].webhook_id)")));
         }
     }
-    let mut find = conn.prepare_cached("SELECT id, n_deliveries FROM events WHERE account_id = ?1 AND id = ?2")?;
+    let mut find = conn.prepare_cached("SELECT n_deliveries FROM events WHERE account_id = ?1 AND id = ?2")?;
     let mut insert_event = conn.prepare_cached(
         "INSERT INTO events (account_id, id, type, payload, webhook_id, timestamp, created_at, n_deliveries) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (account_id, id) DO NOTHING",
     )?;
     let mut insert_delivery = conn.prepare_cached(
         "INSERT INTO deliveries (id, account_id, event_seq, event_id, event_type, webhook_id, status, next_attempt_at, \
@@ -53,14 +53,6 @@ pub(super) fn ingest_in(
     )?;
     let mut ingested = Ingested { outcomes: Vec::with_capacity(events.len()), handed: Vec::new() };
     for event in events {
-        if let Some(id) = &event.id {
-            let seen: Option<(String, u32)> =
-                find.query_row([account_id, id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-            if let Some((id, deliveries)) = seen {
-                ingested.outcomes.push(IngestOutcome { id, deliveries, duplicate: true, webhook_ids: Vec::new() });
-                continue;
-            }
-        }
         let targets: Vec<&Arc<Webhook>> = match &event.webhook_id {
             Some(target) => webhooks.iter().filter(|w| &w.id == target && w.enabled).collect(),
             None => webhooks
@@ -70,7 +62,7 @@ pub(super) fn ingest_in(
         };
         let id = event.id.unwrap_or_else(|| new_id("evt"));
         let timestamp = event.timestamp.unwrap_or(now);
-        insert_event.execute(params![
+        let inserted = insert_event.execute(params![
             account_id,
             id,
             event.event_type,
@@ -80,6 +72,12 @@ pub(super) fn ingest_in(
             now.0,
             targets.len() as i64
         ])?;
+        if inserted == 0 {
+            // Seen before (the insert found it): the first one's answer.
+            let deliveries = find.query_row([account_id, &id], |r| r.get(0))?;
+            ingested.outcomes.push(IngestOutcome { id, deliveries, duplicate: true, webhook_ids: Vec::new() });
+            continue;
+        }
         let seq = conn.last_insert_rowid();
         let payload: Arc<str> = event.payload.into();
         let mut waiting = Vec::new();
