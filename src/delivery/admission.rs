@@ -7,10 +7,9 @@
 //! from its schedule; the store's writer takes it, inside the ingest
 //! transaction, so a delivery is handed over exactly when its row says so.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::store::Admit;
+use crate::store::{Admit, IdMap};
 
 #[derive(Default)]
 pub(super) struct Admission {
@@ -19,7 +18,7 @@ pub(super) struct Admission {
 
 #[derive(Default)]
 struct Rooms {
-    per_webhook: HashMap<String, Room>,
+    per_webhook: IdMap<Room>,
     /// Room across all webhooks: memory stays bounded however many have room.
     total: Room,
 }

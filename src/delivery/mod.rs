@@ -23,7 +23,6 @@ mod attempt;
 mod breaker;
 mod recorder;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +38,7 @@ use breaker::{Allowance, Breaker};
 use crate::clock::SharedClock;
 use crate::http_client::Outbound;
 use crate::model::{AttemptRecord, DueDelivery, NextStep, Timestamp};
-use crate::store::{Admit, ClaimCursor, ClaimWant, Store};
+use crate::store::{Admit, ClaimCursor, ClaimWant, IdMap, IdSet, Store};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -72,7 +71,7 @@ struct Lane {
     /// Deliveries claimed or handed over and not yet recorded: claims skip
     /// them (for a single node this list is the lease), and a lease that
     /// runs out mid-attempt must not start a second attempt.
-    held: HashSet<String>,
+    held: IdSet,
     /// Of those, attempted and waiting to be recorded.
     attempted: usize,
     /// Where the last claim for this webhook stopped.
@@ -103,13 +102,13 @@ struct Due {
 #[derive(Default)]
 struct Schedule {
     /// Webhooks with claimed deliveries in memory.
-    lanes: HashMap<String, Lane>,
+    lanes: IdMap<Lane>,
     /// For each webhook with unfinished deliveries, when the first is due.
-    due: HashMap<String, Due>,
+    due: IdMap<Due>,
     /// The sum of every lane's `queued`.
     total_queued: usize,
     /// Circuit breakers of webhooks that have failed lately.
-    breakers: HashMap<String, Breaker>,
+    breakers: IdMap<Breaker>,
 }
 
 /// What to claim now, and when to look again if nothing else happens.
@@ -117,7 +116,7 @@ struct Plan {
     wants: Vec<ClaimWant>,
     next_wake: Option<Timestamp>,
     /// Webhooks whose one delivery is a circuit-breaker probe.
-    probes: HashSet<String>,
+    probes: IdSet,
 }
 
 /// What one dispatch step did.
@@ -249,7 +248,7 @@ impl Engine {
         // bounded however many webhooks have a backlog.
         let mut budget = self.queue_limit().saturating_sub(schedule.total_queued);
         let (limit, low_water) = (self.lane_limit(), self.lane_limit() / 2);
-        let mut plan = Plan { wants: Vec::new(), next_wake: None, probes: HashSet::new() };
+        let mut plan = Plan { wants: Vec::new(), next_wake: None, probes: IdSet::default() };
         let wake_at = |plan: &mut Plan, at: Timestamp| plan.next_wake = Some(plan.next_wake.map_or(at, |w| w.min(at)));
         for (webhook_id, Due { at, .. }) in &schedule.due {
             let at = *at;
@@ -295,7 +294,7 @@ impl Engine {
                 let (held, after) = match schedule.lanes.get(webhook_id) {
                     Some(lane) if claiming && lane.streaming => (None, lane.cursor.clone()),
                     Some(lane) if claiming => (Some(lane.held.clone()), lane.cursor.clone()),
-                    _ => (Some(HashSet::new()), None),
+                    _ => (Some(IdSet::default()), None),
                 };
                 budget = budget.saturating_sub(room);
                 plan.wants.push(ClaimWant { webhook_id: webhook_id.clone(), limit: room, held, after });
@@ -409,13 +408,18 @@ impl Engine {
     /// Counts a delivery into its webhook's lane; `None` if it is already
     /// in flight here.
     fn enter_lane(&self, schedule: &mut Schedule, due: &DueDelivery) -> Option<Arc<Semaphore>> {
-        let lane = schedule.lanes.entry(due.webhook.id.clone()).or_insert_with(|| Lane {
-            permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
-            held: HashSet::new(),
-            attempted: 0,
-            cursor: None,
-            streaming: false,
-        });
+        // Look up before allocating a key: the lane usually exists.
+        if !schedule.lanes.contains_key(&due.webhook.id) {
+            let lane = Lane {
+                permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
+                held: IdSet::default(),
+                attempted: 0,
+                cursor: None,
+                streaming: false,
+            };
+            schedule.lanes.insert(due.webhook.id.clone(), lane);
+        }
+        let lane = schedule.lanes.get_mut(&due.webhook.id).expect("inserted above");
         if !lane.held.insert(due.delivery_id.clone()) {
             return None;
         }

@@ -4,6 +4,11 @@
 
 mod sqlite;
 
+/// Maps and sets keyed by ids on the hot path: foldhash, not SipHash.
+/// Ids are ours (ULIDs and webhook ids), so flooding needs no defence.
+pub type IdMap<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;
+pub type IdSet = std::collections::HashSet<String, foldhash::fast::RandomState>;
+
 use async_trait::async_trait;
 
 use crate::model::{
@@ -38,7 +43,7 @@ pub struct ClaimWant {
     /// claim. `None` when the engine does not send them (it expects the
     /// claim to find enough past `after`): then the claim reads only past
     /// `after`, since anything behind it might be held.
-    pub held: Option<std::collections::HashSet<String>>,
+    pub held: Option<IdSet>,
     /// Where the previous claim for this webhook stopped: a hint that lets
     /// a claim start past what it has already handed out (and is held).
     pub after: Option<ClaimCursor>,

@@ -2,7 +2,7 @@
 //! the engine holds, resumes past its cursor, finds what was put back
 //! behind the cursor, and says whether more is due.
 
-use std::collections::HashSet;
+use herald::store::IdSet;
 use std::sync::Arc;
 
 use herald::model::{NewEvent, Timestamp, Webhook};
@@ -57,7 +57,7 @@ async fn backlog(n: usize) -> (SqliteStore, String, tempfile::TempDir) {
     (store, "wh_claims".into(), dir)
 }
 
-async fn claim(store: &SqliteStore, held: &HashSet<String>, after: Option<ClaimCursor>, limit: usize) -> ClaimedBatch {
+async fn claim(store: &SqliteStore, held: &IdSet, after: Option<ClaimCursor>, limit: usize) -> ClaimedBatch {
     let want = ClaimWant { webhook_id: "wh_claims".into(), limit, held: Some(held.clone()), after };
     store.claim_due(NOW, NOW, vec![want]).await.unwrap().pop().unwrap()
 }
@@ -69,7 +69,7 @@ fn ids(batch: &ClaimedBatch) -> Vec<String> {
 #[tokio::test]
 async fn claims_skip_what_is_held_resume_past_the_cursor_and_say_when_nothing_more_is_due() {
     let (store, _, _dir) = backlog(10).await;
-    let mut held = HashSet::new();
+    let mut held = IdSet::default();
 
     let first = claim(&store, &held, None, 4).await;
     assert_eq!(first.deliveries.len(), 4);
@@ -103,8 +103,8 @@ async fn claims_skip_what_is_held_resume_past_the_cursor_and_say_when_nothing_mo
 #[tokio::test]
 async fn a_delivery_released_behind_the_cursor_is_claimed_again() {
     let (store, _, _dir) = backlog(6).await;
-    let all = claim(&store, &HashSet::new(), None, 6).await;
-    let mut held: HashSet<String> = ids(&all).into_iter().collect();
+    let all = claim(&store, &IdSet::default(), None, 6).await;
+    let mut held: IdSet = ids(&all).into_iter().collect();
     // The engine lets go of one it had claimed (its breaker opened, say);
     // it is behind the cursor now.
     let released = ids(&all)[2].clone();
@@ -122,8 +122,8 @@ async fn a_claim_that_stops_at_its_limit_says_more_is_due_whatever_it_skipped() 
     // that stopped at its limit read fewer rows than it meant to skip and
     // took that for "nothing more is due", stranding the rest.
     let (store, _, _dir) = backlog(10).await;
-    let order = ids(&claim(&store, &HashSet::new(), None, 10).await);
-    let held: HashSet<String> = order[6..].iter().cloned().collect();
+    let order = ids(&claim(&store, &IdSet::default(), None, 10).await);
+    let held: IdSet = order[6..].iter().cloned().collect();
     let batch = claim(&store, &held, None, 2).await;
     assert_eq!(ids(&batch), order[..2].to_vec());
     assert_eq!(batch.next_due, Some(NOW), "four more are due and not held");
