@@ -211,7 +211,10 @@ impl Outbound {
         loop {
             let connection = match lent.take() {
                 Some(connection) => connection,
-                None => self.pool.connect(&uri, &origin).await.map_err(classify_connect)?,
+                // Boxed: dialling is rare, and its future (TLS and both
+                // handshakes) would otherwise make every send's future,
+                // and so every delivery's task, kilobytes larger.
+                None => Box::pin(self.pool.connect(&uri, &origin)).await.map_err(classify_connect)?,
             };
             match connection {
                 Lent::Http2(mut sender) => {
