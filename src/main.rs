@@ -5,7 +5,23 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// SQLite allocates through the C library's malloc, not ours. glibc hands
+/// freed memory back to the kernel eagerly and then faults it in again:
+/// 1.5 % of Herald's CPU under load went to that churn. Keep up to 64 MiB.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_c_memory() {
+    // SAFETY: mallopt only sets allocator tunables; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_c_memory() {}
+
 fn main() -> std::process::ExitCode {
+    keep_freed_c_memory();
     let cli = herald::cli::Cli::parse();
     herald::cli::init_tracing();
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");

@@ -32,7 +32,18 @@ pub(super) enum Found {
 /// those the engine holds.
 /// Events read by one claim, by sequence number: an event that fans out to
 /// many webhooks is read, and its payload kept in memory, once.
-pub(super) type EventCache = HashMap<i64, (Timestamp, Arc<str>)>;
+pub(super) type EventCache = HashMap<i64, ClaimedEvent>;
+
+#[derive(Clone)]
+pub(super) struct ClaimedEvent {
+    id: String,
+    event_type: String,
+    timestamp: Timestamp,
+    payload: Arc<str>,
+}
+
+/// The columns of a due-index row a claim reads: all from the index.
+const DUE_COLUMNS: &str = "id, next_attempt_at, n_attempts, final_attempt, event_seq";
 
 pub(super) fn find_due(
     conn: &Connection,
@@ -105,18 +116,20 @@ fn due_rows(
         cursor: None,
         filled_past_cursor: false,
     };
-    let mut delivery = conn.prepare_cached(
-        "SELECT n_attempts, final_attempt, event_id, event_type, event_seq FROM deliveries WHERE id = ?1",
-    )?;
-    let mut event = conn.prepare_cached("SELECT timestamp, payload FROM events WHERE seq = ?1")?;
-    let mut take = |taken: &mut DueRows, delivery_id: String, due_at: i64| -> StoreResult<()> {
-        let (n_attempts, final_attempt, event_id, event_type, seq) = delivery
-            .query_row([&delivery_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))?;
-        let (event_timestamp, payload) = match events.get(&seq) {
+    let mut event = conn.prepare_cached("SELECT id, type, timestamp, payload FROM events WHERE seq = ?1")?;
+    let mut take = |taken: &mut DueRows, row: &rusqlite::Row<'_>| -> StoreResult<()> {
+        let (delivery_id, due_at): (String, i64) = (row.get(0)?, row.get(1)?);
+        let seq: i64 = row.get(4)?;
+        let claimed = match events.get(&seq) {
             Some(known) => known.clone(),
             None => {
                 let read = event.query_row([seq], |row| {
-                    Ok((Timestamp(row.get(0)?), Arc::<str>::from(row.get_ref(1)?.as_str()?)))
+                    Ok(ClaimedEvent {
+                        id: row.get(0)?,
+                        event_type: row.get(1)?,
+                        timestamp: Timestamp(row.get(2)?),
+                        payload: Arc::<str>::from(row.get_ref(3)?.as_str()?),
+                    })
                 })?;
                 events.insert(seq, read.clone());
                 read
@@ -124,12 +137,12 @@ fn due_rows(
         };
         let due = DueDelivery {
             delivery_id: delivery_id.clone(),
-            n_attempts,
-            final_attempt,
-            event_id,
-            event_type,
-            event_timestamp,
-            payload,
+            n_attempts: row.get(2)?,
+            final_attempt: row.get(3)?,
+            event_id: claimed.id,
+            event_type: claimed.event_type,
+            event_timestamp: claimed.timestamp,
+            payload: claimed.payload,
             webhook: webhook.clone(),
         };
         taken.deliveries.push(due);
@@ -137,16 +150,16 @@ fn due_rows(
         Ok(())
     };
     if let Some(after) = &want.after {
-        let mut past = conn.prepare_cached(
-            "SELECT id, next_attempt_at FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at <= ?2 \
-             AND leased = 0 AND (next_attempt_at, id) > (?3, ?4) ORDER BY next_attempt_at, id LIMIT ?5",
-        )?;
+        let mut past = conn.prepare_cached(&format!(
+            "SELECT {DUE_COLUMNS} FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at <= ?2 \
+             AND leased = 0 AND (next_attempt_at, id) > (?3, ?4) ORDER BY next_attempt_at, id LIMIT ?5"
+        ))?;
         let mut rows =
             past.query(params![want.webhook_id, now.0, after.due_at.0, after.delivery_id, want.limit as i64])?;
         while let Some(row) = rows.next()? {
-            let delivery_id: String = row.get(0)?;
-            if !want.held.as_ref().is_some_and(|held| held.contains(&delivery_id)) {
-                take(&mut taken, delivery_id, row.get(1)?)?;
+            let delivery_id = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            if !want.held.as_ref().is_some_and(|held| held.contains(delivery_id)) {
+                take(&mut taken, row)?;
             }
         }
         if taken.deliveries.len() == want.limit {
@@ -163,19 +176,19 @@ fn due_rows(
     // `limit` more, if there are that many.
     let skip = held.len() + taken.deliveries.len();
     let scan = want.limit + skip;
-    let mut from_start = conn.prepare_cached(
-        "SELECT id, next_attempt_at FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at <= ?2 \
-         AND leased = 0 ORDER BY next_attempt_at, id LIMIT ?3",
-    )?;
+    let mut from_start = conn.prepare_cached(&format!(
+        "SELECT {DUE_COLUMNS} FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at <= ?2 \
+         AND leased = 0 ORDER BY next_attempt_at, id LIMIT ?3"
+    ))?;
     let mut rows = from_start.query(params![want.webhook_id, now.0, scan as i64])?;
     let mut seen = 0;
     while let Some(row) = rows.next()? {
         seen += 1;
-        let delivery_id: String = row.get(0)?;
-        if held.contains(&delivery_id) || taken.deliveries.iter().any(|d| d.delivery_id == delivery_id) {
+        let delivery_id = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        if held.contains(delivery_id) || taken.deliveries.iter().any(|d| d.delivery_id == delivery_id) {
             continue;
         }
-        take(&mut taken, delivery_id, row.get(1)?)?;
+        take(&mut taken, row)?;
         if taken.deliveries.len() == want.limit {
             break;
         }

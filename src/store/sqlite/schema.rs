@@ -92,6 +92,17 @@ CREATE TABLE attempts (
 DROP INDEX deliveries_due;
 CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at) WHERE next_attempt_at IS NOT NULL AND leased = 0;
 "#,
+    r#"
+-- The due index carries what a claim needs of the delivery (its event is
+-- read apart, once per claim), so claiming reads no delivery rows. `id`
+-- is named so that it comes before the extra columns: the order is still
+-- (next_attempt_at, id), the order claims read in. `leased` (always 0
+-- here) is carried because the claim's WHERE names it.
+DROP INDEX deliveries_due;
+CREATE INDEX deliveries_due
+    ON deliveries (webhook_id, next_attempt_at, id, n_attempts, final_attempt, event_seq, leased)
+    WHERE next_attempt_at IS NOT NULL AND leased = 0;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
