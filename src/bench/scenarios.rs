@@ -294,18 +294,34 @@ async fn healthy_under(sizes: &Sizes, failing: usize) -> anyhow::Result<(f64, f6
     Ok((total as f64 / elapsed.as_secs_f64(), percentile(&micros, 99.0) as f64 / 1000.0, herald, cpu))
 }
 
+/// Rounds of each side of the failing-receiver comparison, alternated
+/// (alone, beside failing, alone, …); each side keeps its best. A noisy
+/// machine moves single runs by more than the 20 % the bar allows.
+const FAILING_ROUNDS: usize = 2;
+
 pub async fn failing_receiver(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {
-    pb.set_message("failing receiver: healthy webhooks alone");
-    let (alone_rate, alone_p99, herald, _) = healthy_under(sizes, 0).await?;
-    herald.stop().await;
-    pb.set_message("failing receiver: beside as many failing ones");
-    let (rate, p99, herald, cpu) = healthy_under(sizes, 10).await?;
+    let (mut alone_rate, mut alone_p99) = (0.0_f64, f64::INFINITY);
+    let (mut rate, mut p99) = (0.0_f64, f64::INFINITY);
+    let mut last = None;
+    for round in 1..=FAILING_ROUNDS {
+        pb.set_message(format!("failing receiver: healthy webhooks alone ({round}/{FAILING_ROUNDS})"));
+        let (r, p, herald, _) = healthy_under(sizes, 0).await?;
+        herald.stop().await;
+        (alone_rate, alone_p99) = (alone_rate.max(r), alone_p99.min(p));
+        pb.set_message(format!("failing receiver: beside as many failing ones ({round}/{FAILING_ROUNDS})"));
+        let (r, p, herald, cpu) = healthy_under(sizes, 10).await?;
+        (rate, p99) = (rate.max(r), p99.min(p));
+        if let Some((previous, _)) = last.replace((herald, cpu)) {
+            HeraldProcess::stop(previous).await;
+        }
+    }
+    let (herald, cpu) = last.expect("at least one round");
     let metrics = vec![
-        Metric::new("healthy deliveries/s alone", alone_rate, None),
-        Metric::new("healthy deliveries/s with failing", rate, None),
+        Metric::new("healthy/s alone, best of 2", alone_rate, None),
+        Metric::new("healthy/s with failing, best of 2", rate, None),
         Metric::new("throughput kept", rate / alone_rate, Some(0.8)),
-        Metric::new("healthy p99 ms alone", alone_p99, None),
-        Metric::new("healthy p99 ms with failing", p99, None),
+        Metric::new("p99 ms alone, best of 2", alone_p99, None),
+        Metric::new("p99 ms with failing, best of 2", p99, None),
         Metric::at_most("p99 growth", p99 / alone_p99.max(0.001), 1.2),
     ];
     Ok(finish("failing-receiver", herald, cpu, metrics).await)
