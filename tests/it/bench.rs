@@ -13,7 +13,7 @@ async fn the_bench_runs_and_reports_json() {
         "bench",
         "--smoke",
         "--only",
-        "baseline,ingest-single,end-to-end",
+        "baseline,ingest-single,end-to-end,fan-out,failing-receiver",
         "--json",
         json.to_str().unwrap(),
     ])
@@ -22,7 +22,7 @@ async fn the_bench_runs_and_reports_json() {
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let names: Vec<&str> =
         report["scenarios"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["baseline", "ingest-single", "end-to-end"]);
+    assert_eq!(names, ["baseline", "ingest-single", "end-to-end", "fan-out", "failing-receiver"]);
     let ingest = &report["scenarios"][1];
     assert!(ingest["metrics"][0]["value"].as_f64().unwrap() > 0.0);
     assert!(ingest["herald_peak_rss_mb"].as_f64().unwrap() > 0.0, "Herald's memory was read from /proc");
