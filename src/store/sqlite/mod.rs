@@ -3,6 +3,7 @@
 //! ingest and claim transactions, `pool` the writer thread and readers.
 
 mod claims;
+mod many;
 mod pool;
 mod rows;
 mod schema;

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, params};
+
+use super::many::insert_many;
 
 use super::rows::load_webhooks;
 use crate::model::{DueDelivery, IngestOutcome, NewEvent, Timestamp, Webhook, new_id, new_id_at};
@@ -47,11 +50,10 @@ pub(super) fn ingest_in(
         "INSERT INTO events (account_id, id, type, payload, webhook_id, timestamp, created_at, n_deliveries) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (account_id, id) DO NOTHING",
     )?;
-    let mut insert_delivery = conn.prepare_cached(
-        "INSERT INTO deliveries (id, account_id, event_seq, event_id, event_type, webhook_id, status, next_attempt_at, \
-         leased, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?7, ?7)",
-    )?;
     let mut ingested = Ingested { outcomes: Vec::with_capacity(events.len()), handed: Vec::new() };
+    // Deliveries go in together once their events are in (see `many`).
+    let mut deliveries: Vec<NewDelivery> = Vec::with_capacity(events.len());
+    let mut event_types: Vec<String> = Vec::with_capacity(events.len());
     for event in events {
         let targets: Vec<&Arc<Webhook>> = match &event.webhook_id {
             Some(target) => webhooks.iter().filter(|w| &w.id == target && w.enabled).collect(),
@@ -86,20 +88,8 @@ pub(super) fn ingest_in(
             let handed = admit.take(&webhook.id);
             if handed {
                 taken.push(webhook.id.clone());
-            }
-            insert_delivery.execute(params![
-                delivery_id,
-                account_id,
-                seq,
-                id,
-                event.event_type,
-                webhook.id,
-                now.0,
-                handed
-            ])?;
-            if handed {
                 ingested.handed.push(DueDelivery {
-                    delivery_id,
+                    delivery_id: delivery_id.clone(),
                     n_attempts: 0,
                     final_attempt: false,
                     event_id: id.clone(),
@@ -111,7 +101,17 @@ pub(super) fn ingest_in(
             } else {
                 waiting.push(webhook.id.clone());
             }
+            let (outcome, event_type) = (ingested.outcomes.len(), event_types.len());
+            deliveries.push(NewDelivery {
+                id: delivery_id,
+                seq,
+                outcome,
+                event_type,
+                webhook: Arc::clone(webhook),
+                handed,
+            });
         }
+        event_types.push(event.event_type);
         ingested.outcomes.push(IngestOutcome {
             id,
             deliveries: targets.len() as u32,
@@ -119,5 +119,41 @@ pub(super) fn ingest_in(
             webhook_ids: waiting,
         });
     }
+    let now_ms = now.0;
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(deliveries.len() * 10);
+    for delivery in &deliveries {
+        values.extend_from_slice(&[
+            &delivery.id as &dyn ToSql,
+            &account_id,
+            &delivery.seq,
+            &ingested.outcomes[delivery.outcome].id,
+            &event_types[delivery.event_type],
+            &delivery.webhook.id,
+            &now_ms,
+            &delivery.handed,
+            &now_ms,
+            &now_ms,
+        ]);
+    }
+    insert_many(
+        conn,
+        "deliveries (id, account_id, event_seq, event_id, event_type, webhook_id, next_attempt_at, \
+         leased, status, created_at, updated_at)",
+        "(?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+        10,
+        &values,
+    )?;
     Ok(ingested)
+}
+
+/// A delivery ingest creates, waiting for its row to be written.
+struct NewDelivery {
+    id: String,
+    seq: i64,
+    /// Its event's place in the outcomes (which hold the event id) and in
+    /// the list of event types.
+    outcome: usize,
+    event_type: usize,
+    webhook: Arc<Webhook>,
+    handed: bool,
 }
