@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -33,19 +34,23 @@ struct EventIn {
 }
 
 impl EventIn {
-    /// Checks the fields serde cannot; `at` prefixes messages in a batch.
-    fn into_new_event(self, at: &str) -> Result<NewEvent, ApiError> {
-        filter::validate_event_type(&self.event_type).map_err(|e| ApiError::invalid_field(format!("{at}type: {e}")))?;
+    /// Checks the fields serde cannot; messages name the event's place in
+    /// a batch (built only for a message: most events pass).
+    fn into_new_event(self, place: Option<usize>) -> Result<NewEvent, ApiError> {
+        let at = || place.map(|i| format!("[{i}].")).unwrap_or_default();
+        filter::validate_event_type(&self.event_type)
+            .map_err(|e| ApiError::invalid_field(format!("{}type: {e}", at())))?;
         if let Some(id) = &self.id
             && (id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()))
         {
             return Err(ApiError::invalid_field(format!(
-                "{at}id: must be 1 to {MAX_ID_LEN} visible ASCII characters without spaces"
+                "{}id: must be 1 to {MAX_ID_LEN} visible ASCII characters without spaces",
+                at()
             )));
         }
         let timestamp = match &self.timestamp {
             Some(text) => Some(Timestamp::parse_rfc3339(text).ok_or_else(|| {
-                ApiError::invalid_field(format!("{at}timestamp: `{text}` is not an RFC 3339 date-time"))
+                ApiError::invalid_field(format!("{}timestamp: `{text}` is not an RFC 3339 date-time", at()))
             })?),
             None => None,
         };
@@ -63,7 +68,7 @@ pub async fn ingest(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     request: Request,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let body = read_body(request, &()).await?;
     let is_batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let events = if is_batch {
@@ -71,22 +76,23 @@ pub async fn ingest(
         if batch.is_empty() || batch.len() > MAX_BATCH {
             return Err(ApiError::invalid_field(format!("a batch holds 1 to {MAX_BATCH} events, not {}", batch.len())));
         }
-        batch
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| e.into_new_event(&format!("[{i}].")))
-            .collect::<Result<Vec<_>, _>>()?
+        batch.into_iter().enumerate().map(|(i, e)| e.into_new_event(Some(i))).collect::<Result<Vec<_>, _>>()?
     } else {
-        vec![parse_json::<EventIn>(&body)?.into_new_event("")?]
+        vec![parse_json::<EventIn>(&body)?.into_new_event(None)?]
     };
     let outcomes = ingest_events(&state, &account_id, events).await?;
     if is_batch {
-        return Ok((StatusCode::ACCEPTED, Json(json!({ "events": outcomes }))));
+        // Serialised straight from the outcomes, not through a `Value`.
+        #[derive(serde::Serialize)]
+        struct Batch {
+            events: Vec<IngestOutcome>,
+        }
+        return Ok((StatusCode::ACCEPTED, Json(Batch { events: outcomes })).into_response());
     }
-    let outcome = &outcomes[0];
+    let outcome = outcomes.into_iter().next().expect("one event, one outcome");
     // A repeated id answers with the original event, as a read would.
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok((status, Json(serde_json::to_value(outcome).expect("outcomes serialise"))))
+    Ok((status, Json(outcome)).into_response())
 }
 
 /// Stores events and tells the engine about their deliveries. It runs as
