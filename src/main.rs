@@ -7,13 +7,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// SQLite allocates through the C library's malloc, not ours. glibc hands
 /// freed memory back to the kernel eagerly and then faults it in again:
-/// 1.5 % of Herald's CPU under load went to that churn. Keep up to 64 MiB.
+/// 1.5 % of Herald's CPU under load went to that churn. Keep up to 8 MiB
+/// per arena, and at most two arenas (SQLite's threads would otherwise
+/// each hoard their own).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_c_memory() {
     // SAFETY: mallopt only sets allocator tunables; called before any thread starts.
     unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
