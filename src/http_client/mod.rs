@@ -397,9 +397,14 @@ mod tests {
     }
 
     /// A raw HTTP/1.1 receiver on loopback: answers each request with
-    /// `body`, closes after each answer when `close` is set, and reports
-    /// each connection it accepted and each request head it read.
-    async fn raw_receiver(body: &'static str, close: bool) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    /// `body` (never, if `None`), closes after each answer when `close` is
+    /// set, and reports each connection it accepted ("connection"), each
+    /// request head it read, and each connection the client closed
+    /// ("closed").
+    async fn raw_receiver(
+        body: Option<&'static str>,
+        close: bool,
+    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -417,6 +422,7 @@ mod tests {
                         while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
                             let head: Vec<u8> = buffer.drain(..end + 4).collect();
                             let _ = seen.send(String::from_utf8_lossy(&head).into_owned());
+                            let Some(body) = body else { continue };
                             let answer = format!(
                                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{}\r\n{body}",
                                 body.len(),
@@ -428,7 +434,10 @@ mod tests {
                             }
                         }
                         match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
+                            Ok(0) | Err(_) => {
+                                let _ = seen.send("closed".to_owned());
+                                return;
+                            }
                             Ok(n) => buffer.extend_from_slice(&chunk[..n]),
                         }
                     }
@@ -444,7 +453,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_kept_alive_connection_serves_requests_one_after_another() {
-        let (base, mut heads) = raw_receiver("ok", false).await;
+        let (base, mut heads) = raw_receiver(Some("ok"), false).await;
         let outbound = Outbound::new(true, None).unwrap();
         for _ in 0..5 {
             let answer = outbound.send(request(&format!("{base}/hook?x=1")), Duration::from_secs(5)).await.unwrap();
@@ -452,7 +461,7 @@ mod tests {
         }
         let seen = drain(&mut heads);
         assert_eq!(seen.iter().filter(|s| *s == "connection").count(), 1, "{seen:?}");
-        let requests: Vec<&String> = seen.iter().filter(|s| *s != "connection").collect();
+        let requests: Vec<&String> = seen.iter().filter(|s| s.starts_with("POST")).collect();
         assert_eq!(requests.len(), 5);
         // HTTP/1.1 asks for the path and names the host in its own header.
         let port = base.rsplit(':').next().unwrap();
@@ -462,7 +471,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_receiver_that_closes_after_each_answer_still_gets_every_request() {
-        let (base, mut heads) = raw_receiver("bye", true).await;
+        let (base, mut heads) = raw_receiver(Some("bye"), true).await;
         let outbound = Outbound::new(true, None).unwrap();
         for _ in 0..4 {
             let answer = outbound.send(request(&format!("{base}/")), Duration::from_secs(5)).await.unwrap();
@@ -480,7 +489,7 @@ mod tests {
         );
         // Far more than one read: the rest is left unread.
         let long: &'static str = LONG.repeat(256 * 1024 / LONG.len()).leak();
-        let (base, mut heads) = raw_receiver(long, false).await;
+        let (base, mut heads) = raw_receiver(Some(long), false).await;
         let outbound = Outbound::new(true, None).unwrap();
         for _ in 0..2 {
             let answer = outbound.send(request(&format!("{base}/")), Duration::from_secs(5)).await.unwrap();
@@ -490,6 +499,26 @@ mod tests {
         // The unread rest would have been read as the next answer.
         let seen = drain(&mut heads);
         assert_eq!(seen.iter().filter(|s| *s == "connection").count(), 2, "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_times_out_closes_its_connection() {
+        let (base, mut seen) = raw_receiver(None, false).await;
+        let outbound = Outbound::new(true, None).unwrap();
+        let err = outbound.send(request(&format!("{base}/")), Duration::from_millis(100)).await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Timeout, "{err:?}");
+        // Left open, a silent receiver would hold a socket per timed-out
+        // request for good. (The wait is a guard, not a pause.)
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = seen.recv().await {
+                if event == "closed" {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(closed, Ok(true));
     }
 
     #[test]
