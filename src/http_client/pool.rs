@@ -51,10 +51,13 @@ struct Idle {
     since: Instant,
 }
 
+/// Keyed by origin, hashed with foldhash: looked up on every request.
+type ByOrigin<V> = HashMap<Origin, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Idles {
-    by_origin: HashMap<Origin, VecDeque<Idle>>,
-    shared: HashMap<Origin, http2::SendRequest<Body>>,
+    by_origin: ByOrigin<VecDeque<Idle>>,
+    shared: ByOrigin<http2::SendRequest<Body>>,
     last_sweep: Option<Instant>,
 }
 
