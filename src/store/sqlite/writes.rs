@@ -102,14 +102,7 @@ pub(super) fn ingest_in(
                 waiting.push(webhook.id.clone());
             }
             let (outcome, event_type) = (ingested.outcomes.len(), event_types.len());
-            deliveries.push(NewDelivery {
-                id: delivery_id,
-                seq,
-                outcome,
-                event_type,
-                webhook: Arc::clone(webhook),
-                handed,
-            });
+            deliveries.push(NewDelivery { id: delivery_id, seq, outcome, event_type, webhook_id: &webhook.id, handed });
         }
         event_types.push(event.event_type);
         ingested.outcomes.push(IngestOutcome {
@@ -128,7 +121,7 @@ pub(super) fn ingest_in(
             &delivery.seq,
             &ingested.outcomes[delivery.outcome].id,
             &event_types[delivery.event_type],
-            &delivery.webhook.id,
+            &delivery.webhook_id,
             &now_ms,
             &delivery.handed,
             &now_ms,
@@ -147,13 +140,13 @@ pub(super) fn ingest_in(
 }
 
 /// A delivery ingest creates, waiting for its row to be written.
-struct NewDelivery {
+struct NewDelivery<'w> {
     id: String,
     seq: i64,
     /// Its event's place in the outcomes (which hold the event id) and in
     /// the list of event types.
     outcome: usize,
     event_type: usize,
-    webhook: Arc<Webhook>,
+    webhook_id: &'w str,
     handed: bool,
 }
