@@ -459,15 +459,18 @@ impl Engine {
         }
     }
 
-    /// A delivery's attempt is recorded: claims may see it again.
-    fn release(&self, due: &DueDelivery) {
+    /// Deliveries whose attempts are recorded: claims may see them again.
+    /// (One lock for a whole batch.)
+    fn release<'a>(&self, dues: impl IntoIterator<Item = &'a DueDelivery>) {
         let mut schedule = self.schedule.lock().unwrap();
-        let Some(lane) = schedule.lanes.get_mut(&due.webhook.id) else { return };
-        if lane.held.remove(&due.delivery_id) {
-            lane.attempted -= 1;
-        }
-        if lane.held.is_empty() {
-            schedule.lanes.remove(&due.webhook.id);
+        for due in dues {
+            let Some(lane) = schedule.lanes.get_mut(&due.webhook.id) else { continue };
+            if lane.held.remove(&due.delivery_id) {
+                lane.attempted -= 1;
+            }
+            if lane.held.is_empty() {
+                schedule.lanes.remove(&due.webhook.id);
+            }
         }
     }
 
@@ -488,7 +491,7 @@ impl Engine {
         // commit.
         self.attempt_over(&due);
         if let Err(mpsc::error::SendError(finished)) = self.to_record.send(Finished { due, record }) {
-            self.release(&finished.due);
+            self.release([&finished.due]);
         }
     }
 

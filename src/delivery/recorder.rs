@@ -116,8 +116,6 @@ impl Engine {
             // next start.
             Err(err) => tracing::error!(n, error = %err, "could not record attempts"),
         }
-        for due in &dues {
-            self.release(due);
-        }
+        self.release(&dues);
     }
 }
