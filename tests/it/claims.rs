@@ -5,7 +5,7 @@
 use herald::store::IdSet;
 use std::sync::Arc;
 
-use herald::model::{NewEvent, Timestamp, Webhook};
+use herald::model::{Attempt, AttemptRecord, ErrorClass, NewEvent, NextStep, Timestamp, Webhook};
 use herald::store::{Admit, ClaimCursor, ClaimWant, ClaimedBatch, SqliteStore, Store};
 
 /// Ingest that hands nothing over: every delivery waits in the store.
@@ -127,4 +127,67 @@ async fn a_claim_that_stops_at_its_limit_says_more_is_due_whatever_it_skipped() 
     let batch = claim(&store, &held, None, 2).await;
     assert_eq!(ids(&batch), order[..2].to_vec());
     assert_eq!(batch.next_due, Some(NOW), "four more are due and not held");
+}
+
+/// What a claim says of each delivery: its event and how many attempts it
+/// has had, all read from the due index and the event row.
+fn described(batch: &ClaimedBatch) -> Vec<(String, String, String, u32)> {
+    let mut rows: Vec<_> = batch
+        .deliveries
+        .iter()
+        .map(|d| (d.event_id.clone(), d.event_type.clone(), d.payload.to_string(), d.n_attempts))
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn a_claim_carries_each_delivery_s_event_and_attempts_before_and_after_the_due_index_migration() {
+    let (store, _, dir) = backlog(3).await;
+    // One delivery failed once and is due again.
+    let first = claim(&store, &IdSet::default(), None, 1).await;
+    let failed = AttemptRecord {
+        delivery_id: ids(&first)[0].clone(),
+        attempt: Attempt {
+            started_at: NOW,
+            duration_ms: 3,
+            status_code: Some(500),
+            response_body: Some(String::new()),
+            error_class: Some(ErrorClass::Status),
+            error_message: Some("receiver answered 500".into()),
+        },
+        next: NextStep::RetryAt(NOW),
+    };
+    store.record_attempts(vec![failed], Vec::new(), NOW).await.unwrap();
+    let expected: Vec<(String, String, String, u32)> =
+        (0..3).map(|i| (format!("e{i}"), "t".to_owned(), format!("{{\"i\":{i}}}"), u32::from(i == 0))).collect();
+    assert_eq!(described(&claim(&store, &IdSet::default(), None, 10).await), expected);
+
+    // The same database as migration 2 left it: the due index without the
+    // columns claims read. Opening it migrates it, and claims say the same.
+    drop(store);
+    let path = dir.path().join("herald.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP INDEX deliveries_due;
+         CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at)
+             WHERE next_attempt_at IS NOT NULL AND leased = 0;
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(described(&claim(&store, &IdSet::default(), None, 10).await), expected);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 3);
+    let plan: String = conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT id, next_attempt_at, n_attempts, final_attempt, event_seq FROM deliveries \
+             WHERE webhook_id = 'wh_claims' AND next_attempt_at <= 0 AND leased = 0 ORDER BY next_attempt_at, id",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("COVERING INDEX deliveries_due"), "{plan}");
 }
