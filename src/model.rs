@@ -293,6 +293,10 @@ pub enum NextStep {
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub delivery_id: String,
+    /// 1 for a delivery's first attempt: its claim's `n_attempts` + 1. The
+    /// store keeps a first attempt in the delivery's own row, and checks
+    /// the number against what it holds before it does.
+    pub number: u32,
     pub attempt: Attempt,
     pub next: NextStep,
 }

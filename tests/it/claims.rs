@@ -19,9 +19,10 @@ impl Admit for NoRoom {
     fn give_back(&self, _: &str) {}
 }
 
-const NOW: Timestamp = Timestamp(1_800_000_000_000);
+pub(crate) const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
-async fn backlog(n: usize) -> (SqliteStore, String, tempfile::TempDir) {
+/// A store with `n` deliveries waiting for `wh_claims`, and its account id.
+pub(crate) async fn backlog(n: usize) -> (SqliteStore, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("herald.db")).unwrap();
     let account = store.bootstrap(None, NOW).await.unwrap().default_account.unwrap().0.id;
@@ -54,15 +55,15 @@ async fn backlog(n: usize) -> (SqliteStore, String, tempfile::TempDir) {
         .collect();
     let ingested = store.ingest(&account, events, NOW, Arc::new(NoRoom)).await.unwrap();
     assert!(ingested.handed.is_empty());
-    (store, "wh_claims".into(), dir)
+    (store, account, dir)
 }
 
-async fn claim(store: &SqliteStore, held: &IdSet, after: Option<ClaimCursor>, limit: usize) -> ClaimedBatch {
+pub(crate) async fn claim(store: &SqliteStore, held: &IdSet, after: Option<ClaimCursor>, limit: usize) -> ClaimedBatch {
     let want = ClaimWant { webhook_id: "wh_claims".into(), limit, held: Some(held.clone()), after };
     store.claim_due(NOW, NOW, vec![want]).await.unwrap().pop().unwrap()
 }
 
-fn ids(batch: &ClaimedBatch) -> Vec<String> {
+pub(crate) fn ids(batch: &ClaimedBatch) -> Vec<String> {
     batch.deliveries.iter().map(|d| d.delivery_id.clone()).collect()
 }
 
@@ -148,6 +149,7 @@ async fn a_claim_carries_each_delivery_s_event_and_attempts_before_and_after_the
     let first = claim(&store, &IdSet::default(), None, 1).await;
     let failed = AttemptRecord {
         delivery_id: ids(&first)[0].clone(),
+        number: 1,
         attempt: Attempt {
             started_at: NOW,
             duration_ms: 3,
@@ -171,7 +173,8 @@ async fn a_claim_carries_each_delivery_s_event_and_attempts_before_and_after_the
     assert_eq!(described(&claim(&store, &IdSet::default(), None, 10).await), expected);
 
     // The same database as migration 2 left it: the due index without the
-    // columns claims read. Opening it migrates it, and claims say the same.
+    // columns claims read, no first attempt in the delivery rows. Opening it
+    // migrates it, and claims say the same.
     drop(store);
     let path = dir.path().join("herald.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -182,12 +185,13 @@ async fn a_claim_carries_each_delivery_s_event_and_attempts_before_and_after_the
          PRAGMA user_version = 2;",
     )
     .unwrap();
+    crate::attempt_log::drop_first_attempt_columns(&conn);
     drop(conn);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(described(&claim(&store, &IdSet::default(), None, 10).await), expected);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let plan: String = conn
         .query_row(
             "EXPLAIN QUERY PLAN SELECT id, next_attempt_at, n_attempts, final_attempt, event_seq FROM deliveries \

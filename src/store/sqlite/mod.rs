@@ -1,7 +1,9 @@
 //! The embedded SQLite store: the default, zero-configuration backend.
 //! `schema` holds the migrations, `rows` the row mapping, `writes` the
-//! ingest and claim transactions, `pool` the writer thread and readers.
+//! ingest and claim transactions, `attempts` the attempt log, `pool` the
+//! writer thread and readers.
 
+mod attempts;
 mod claims;
 mod many;
 mod pool;
@@ -25,7 +27,7 @@ use self::rows::{
 use self::writes::ingest_in;
 use super::{Admit, Bootstrap, ClaimWant, ClaimedBatch, Ingested, Store, StoreError, StoreResult};
 use crate::model::{
-    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, ErrorClass, Event, NewEvent, NextStep,
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent,
     Principal, Timestamp, Webhook,
 };
 use crate::signing;
@@ -322,54 +324,7 @@ impl Store for SqliteStore {
         put_off: Vec<String>,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.pool
-            .write(move |conn| {
-                let mut insert = conn.prepare_cached(
-                    "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, status_code, response_body, \
-                     error_class, error_message) \
-                     VALUES (?1, (SELECT n_attempts + 1 FROM deliveries WHERE id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                let mut update = conn.prepare_cached(
-                    "UPDATE deliveries SET status = ?2, n_attempts = n_attempts + 1, final_attempt = 0, \
-                     next_attempt_at = ?3, leased = 0, last_status_code = ?4, last_error = ?5, updated_at = ?6 \
-                     WHERE id = ?1",
-                )?;
-                for record in &records {
-                    let a = &record.attempt;
-                    insert.execute(params![
-                        record.delivery_id,
-                        a.started_at.0,
-                        a.duration_ms as i64,
-                        a.status_code,
-                        a.response_body,
-                        a.error_class.map(|c| c.as_str()),
-                        a.error_message,
-                    ])?;
-                    let (status, next_at) = match record.next {
-                        NextStep::Success => (DeliveryStatus::Success, None),
-                        NextStep::RetryAt(at) => (DeliveryStatus::Retrying, Some(at.0)),
-                        NextStep::Failed => (DeliveryStatus::Failed, None),
-                    };
-                    let last_error = a.error_message.as_ref().map(|m| match a.error_class {
-                        Some(class) => format!("{}: {m}", class.as_str()),
-                        None => m.clone(),
-                    });
-                    update.execute(params![
-                        record.delivery_id,
-                        status.as_str(),
-                        next_at,
-                        a.status_code,
-                        last_error,
-                        now.0
-                    ])?;
-                }
-                let mut release = conn.prepare_cached("UPDATE deliveries SET leased = 0 WHERE id = ?1")?;
-                for id in &put_off {
-                    release.execute([id])?;
-                }
-                Ok(())
-            })
-            .await
+        self.pool.write(move |conn| attempts::record(conn, &records, &put_off, now)).await
     }
 
     async fn release_leases(&self, _now: Timestamp) -> StoreResult<u64> {
@@ -424,23 +379,7 @@ impl Store for SqliteStore {
                 let Some(delivery) = find_delivery(conn, &account_id, &id)? else {
                     return Ok(None);
                 };
-                let mut stmt = conn.prepare_cached(
-                    "SELECT started_at, duration_ms, status_code, response_body, error_class, error_message \
-                     FROM attempts WHERE delivery_id = ?1 ORDER BY n",
-                )?;
-                let attempts = stmt
-                    .query_map([&id], |row| {
-                        let class: Option<String> = row.get(4)?;
-                        Ok(Attempt {
-                            started_at: Timestamp(row.get(0)?),
-                            duration_ms: row.get::<_, i64>(1)? as u64,
-                            status_code: row.get(2)?,
-                            response_body: row.get(3)?,
-                            error_class: class.as_deref().and_then(ErrorClass::parse),
-                            error_message: row.get(5)?,
-                        })
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
+                let attempts = attempts::attempts_of(conn, &id)?;
                 Ok(Some((delivery, attempts)))
             })
             .await
@@ -497,11 +436,7 @@ impl Store for SqliteStore {
                         sample.add_count(status, n as u64);
                     }
                 }
-                let mut durations = conn.prepare_cached(
-                    "SELECT d.webhook_id, a.duration_ms FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
-                     WHERE d.account_id = ?1 AND d.id >= ?2 AND d.id < ?3 \
-                     AND (?4 IS NULL OR d.webhook_id = ?4)",
-                )?;
+                let mut durations = conn.prepare_cached(attempts::ATTEMPT_DURATIONS)?;
                 let rows = durations.query_map(params![account_id, from, to, webhook_id], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
                 })?;

@@ -103,6 +103,19 @@ CREATE INDEX deliveries_due
     ON deliveries (webhook_id, next_attempt_at, id, n_attempts, final_attempt, event_seq, leased)
     WHERE next_attempt_at IS NOT NULL AND leased = 0;
 "#,
+    r#"
+-- A delivery's first attempt is kept in the delivery's own row, which its
+-- recording rewrites anyway: most deliveries succeed at once and so need
+-- no `attempts` row (one b-tree insert fewer per delivery). Later attempts
+-- go to `attempts`, as do first attempts recorded before this migration;
+-- readers take both (`ATTEMPTS_OF`).
+ALTER TABLE deliveries ADD COLUMN first_started_at INTEGER;
+ALTER TABLE deliveries ADD COLUMN first_duration_ms INTEGER;
+ALTER TABLE deliveries ADD COLUMN first_status_code INTEGER;
+ALTER TABLE deliveries ADD COLUMN first_response_body TEXT;
+ALTER TABLE deliveries ADD COLUMN first_error_class TEXT;
+ALTER TABLE deliveries ADD COLUMN first_error_message TEXT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
