@@ -12,7 +12,12 @@ use crate::store::StoreResult;
 /// Records finished attempts and lets go of `put_off` deliveries (not
 /// sent: they wait again, their attempts intact), inside the caller's
 /// transaction.
-pub(super) fn record(conn: &Connection, records: &[AttemptRecord], put_off: &[String], now: Timestamp) -> StoreResult<()> {
+pub(super) fn record(
+    conn: &Connection,
+    records: &[AttemptRecord],
+    put_off: &[String],
+    now: Timestamp,
+) -> StoreResult<()> {
     // Only while the row says no attempt was made: the engine's count
     // (`number`) is checked, not trusted.
     let mut first = conn.prepare_cached(

@@ -27,8 +27,8 @@ use self::rows::{
 use self::writes::ingest_in;
 use super::{Admit, Bootstrap, ClaimWant, ClaimedBatch, Ingested, Store, StoreError, StoreResult};
 use crate::model::{
-    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent,
-    Principal, Timestamp, Webhook,
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Principal, Timestamp,
+    Webhook,
 };
 use crate::signing;
 use crate::stats::WebhookSample;
