@@ -281,6 +281,14 @@ pub struct DueDelivery {
     pub webhook: std::sync::Arc<Webhook>,
 }
 
+/// Where the store finds one delivery: deliveries are keyed by account,
+/// then id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryKey {
+    pub account_id: String,
+    pub delivery_id: String,
+}
+
 /// What happens to a delivery after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextStep {
@@ -293,6 +301,8 @@ pub enum NextStep {
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub delivery_id: String,
+    /// The delivery's account: the store finds deliveries by account and id.
+    pub account_id: String,
     /// 1 for a delivery's first attempt: its claim's `n_attempts` + 1. The
     /// store keeps a first attempt in the delivery's own row, and checks
     /// the number against what it holds before it does.

@@ -39,7 +39,13 @@ pub async fn perform(outbound: &Outbound, clock: &dyn Clock, due: &DueDelivery, 
             error_message: Some(message),
         },
     };
-    AttemptRecord { delivery_id: due.delivery_id.clone(), number: due.n_attempts + 1, attempt, next }
+    AttemptRecord {
+        delivery_id: due.delivery_id.clone(),
+        account_id: due.webhook.account_id.clone(),
+        number: due.n_attempts + 1,
+        attempt,
+        next,
+    }
 }
 
 pub fn is_success(status: u16) -> bool {

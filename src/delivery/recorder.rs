@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, Finished};
-use crate::model::{NextStep, Timestamp};
+use crate::model::{DeliveryKey, NextStep, Timestamp};
 
 /// Attempts recorded in one commit, at most.
 const RECORD_BATCH: usize = 512;
@@ -90,7 +90,10 @@ impl Engine {
                     records.push(record);
                 }
                 None => {
-                    put_off.push(due.delivery_id.clone());
+                    put_off.push(DeliveryKey {
+                        account_id: due.webhook.account_id.clone(),
+                        delivery_id: due.delivery_id.clone(),
+                    });
                     waiting.push(due.webhook.id.clone());
                 }
             }

@@ -12,8 +12,8 @@ pub type IdSet = std::collections::HashSet<String, foldhash::fast::RandomState>;
 use async_trait::async_trait;
 
 use crate::model::{
-    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DueDelivery, Event, IngestOutcome, NewEvent, Principal,
-    Timestamp, Webhook,
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryKey, DueDelivery, Event, IngestOutcome,
+    NewEvent, Principal, Timestamp, Webhook,
 };
 
 pub use sqlite::SqliteStore;
@@ -152,7 +152,7 @@ pub trait Store: Send + Sync + 'static {
     async fn record_attempts(
         &self,
         records: Vec<AttemptRecord>,
-        put_off: Vec<String>,
+        put_off: Vec<DeliveryKey>,
         now: Timestamp,
     ) -> StoreResult<()>;
     /// Makes every leased delivery due at `now` (a single node's restart).

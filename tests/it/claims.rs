@@ -5,7 +5,7 @@
 use herald::store::IdSet;
 use std::sync::Arc;
 
-use herald::model::{Attempt, AttemptRecord, ErrorClass, NewEvent, NextStep, Timestamp, Webhook};
+use herald::model::{Attempt, AttemptRecord, DeliveryKey, ErrorClass, NewEvent, NextStep, Timestamp, Webhook};
 use herald::store::{Admit, ClaimCursor, ClaimWant, ClaimedBatch, SqliteStore, Store};
 
 /// Ingest that hands nothing over: every delivery waits in the store.
@@ -103,13 +103,14 @@ async fn claims_skip_what_is_held_resume_past_the_cursor_and_say_when_nothing_mo
 
 #[tokio::test]
 async fn a_delivery_released_behind_the_cursor_is_claimed_again() {
-    let (store, _, _dir) = backlog(6).await;
+    let (store, account_id, _dir) = backlog(6).await;
     let all = claim(&store, &IdSet::default(), None, 6).await;
     let mut held: IdSet = ids(&all).into_iter().collect();
     // The engine lets go of one it had claimed (its breaker opened, say);
     // it is behind the cursor now.
     let released = ids(&all)[2].clone();
-    store.record_attempts(Vec::new(), vec![released.clone()], NOW).await.unwrap();
+    let key = DeliveryKey { account_id, delivery_id: released.clone() };
+    store.record_attempts(Vec::new(), vec![key], NOW).await.unwrap();
     held.remove(&released);
 
     let again = claim(&store, &held, all.cursor.clone(), 4).await;
@@ -144,11 +145,12 @@ fn described(batch: &ClaimedBatch) -> Vec<(String, String, String, u32)> {
 
 #[tokio::test]
 async fn a_claim_carries_each_delivery_s_event_and_attempts_before_and_after_the_due_index_migration() {
-    let (store, _, dir) = backlog(3).await;
+    let (store, account_id, dir) = backlog(3).await;
     // One delivery failed once and is due again.
     let first = claim(&store, &IdSet::default(), None, 1).await;
     let failed = AttemptRecord {
         delivery_id: ids(&first)[0].clone(),
+        account_id,
         number: 1,
         attempt: Attempt {
             started_at: NOW,
@@ -191,7 +193,7 @@ async fn a_claim_carries_each_delivery_s_event_and_attempts_before_and_after_the
     assert_eq!(described(&claim(&store, &IdSet::default(), None, 10).await), expected);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let plan: String = conn
         .query_row(
             "EXPLAIN QUERY PLAN SELECT id, next_attempt_at, n_attempts, final_attempt, event_seq FROM deliveries \

@@ -6,7 +6,7 @@
 
 use rusqlite::{Connection, params};
 
-use crate::model::{Attempt, AttemptRecord, DeliveryStatus, ErrorClass, NextStep, Timestamp};
+use crate::model::{Attempt, AttemptRecord, DeliveryKey, DeliveryStatus, ErrorClass, NextStep, Timestamp};
 use crate::store::StoreResult;
 
 /// Records finished attempts and lets go of `put_off` deliveries (not
@@ -15,7 +15,7 @@ use crate::store::StoreResult;
 pub(super) fn record(
     conn: &Connection,
     records: &[AttemptRecord],
-    put_off: &[String],
+    put_off: &[DeliveryKey],
     now: Timestamp,
 ) -> StoreResult<()> {
     // Only while the row says no attempt was made: the engine's count
@@ -24,17 +24,18 @@ pub(super) fn record(
         "UPDATE deliveries SET status = ?2, n_attempts = 1, final_attempt = 0, next_attempt_at = ?3, leased = 0, \
          last_status_code = ?4, last_error = ?5, updated_at = ?6, first_started_at = ?7, first_duration_ms = ?8, \
          first_status_code = ?4, first_response_body = ?9, first_error_class = ?10, first_error_message = ?11 \
-         WHERE id = ?1 AND n_attempts = 0",
+         WHERE account_id = ?12 AND id = ?1 AND n_attempts = 0",
     )?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, status_code, response_body, \
          error_class, error_message) \
-         VALUES (?1, (SELECT n_attempts + 1 FROM deliveries WHERE id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, (SELECT n_attempts + 1 FROM deliveries WHERE account_id = ?8 AND id = ?1), \
+         ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut update = conn.prepare_cached(
         "UPDATE deliveries SET status = ?2, n_attempts = n_attempts + 1, final_attempt = 0, \
          next_attempt_at = ?3, leased = 0, last_status_code = ?4, last_error = ?5, updated_at = ?6 \
-         WHERE id = ?1",
+         WHERE account_id = ?7 AND id = ?1",
     )?;
     for record in records {
         let a = &record.attempt;
@@ -61,6 +62,7 @@ pub(super) fn record(
                 a.response_body,
                 error_class,
                 a.error_message,
+                record.account_id,
             ])? == 1
         {
             continue;
@@ -73,28 +75,37 @@ pub(super) fn record(
             a.response_body,
             error_class,
             a.error_message,
+            record.account_id,
         ])?;
-        update.execute(params![record.delivery_id, status.as_str(), next_at, a.status_code, last_error, now.0])?;
+        update.execute(params![
+            record.delivery_id,
+            status.as_str(),
+            next_at,
+            a.status_code,
+            last_error,
+            now.0,
+            record.account_id
+        ])?;
     }
-    let mut release = conn.prepare_cached("UPDATE deliveries SET leased = 0 WHERE id = ?1")?;
-    for id in put_off {
-        release.execute([id])?;
+    let mut release = conn.prepare_cached("UPDATE deliveries SET leased = 0 WHERE account_id = ?1 AND id = ?2")?;
+    for key in put_off {
+        release.execute([&key.account_id, &key.delivery_id])?;
     }
     Ok(())
 }
 
 /// One delivery's attempts, first to last.
-pub(super) fn attempts_of(conn: &Connection, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
+pub(super) fn attempts_of(conn: &Connection, account_id: &str, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
     let mut stmt = conn.prepare_cached(
         "SELECT 1, first_started_at, first_duration_ms, first_status_code, first_response_body, first_error_class, \
-         first_error_message FROM deliveries WHERE id = ?1 AND first_started_at IS NOT NULL \
+         first_error_message FROM deliveries WHERE account_id = ?2 AND id = ?1 AND first_started_at IS NOT NULL \
          UNION ALL \
          SELECT n, started_at, duration_ms, status_code, response_body, error_class, error_message \
          FROM attempts WHERE delivery_id = ?1 \
          ORDER BY 1",
     )?;
     let attempts = stmt
-        .query_map([delivery_id], |row| {
+        .query_map([delivery_id, account_id], |row| {
             let class: Option<String> = row.get(5)?;
             Ok(Attempt {
                 started_at: Timestamp(row.get(1)?),
@@ -115,5 +126,5 @@ pub(super) const ATTEMPT_DURATIONS: &str = "SELECT webhook_id, first_duration_ms
      WHERE account_id = ?1 AND id >= ?2 AND id < ?3 AND (?4 IS NULL OR webhook_id = ?4) \
      AND first_duration_ms IS NOT NULL \
      UNION ALL \
-     SELECT d.webhook_id, a.duration_ms FROM attempts a JOIN deliveries d ON d.id = a.delivery_id \
+     SELECT d.webhook_id, a.duration_ms FROM deliveries d JOIN attempts a ON a.delivery_id = d.id \
      WHERE d.account_id = ?1 AND d.id >= ?2 AND d.id < ?3 AND (?4 IS NULL OR d.webhook_id = ?4)";

@@ -23,6 +23,7 @@ pub(super) enum Found {
     /// The webhook is gone or disabled: these deliveries fail, and more may wait.
     Refused {
         webhook_id: String,
+        account_id: String,
         reason: &'static str,
         delivery_ids: Vec<String>,
     },
@@ -65,7 +66,10 @@ pub(super) fn find_due(
     let DueRows { deliveries, exhausted, cursor, filled_past_cursor } = due_rows(conn, &webhook, want, now, events)?;
     if let Some(reason) = refusal {
         let delivery_ids = deliveries.into_iter().map(|due| due.delivery_id).collect();
-        return Ok(Found::Refused { webhook_id: want.webhook_id.clone(), reason, delivery_ids });
+        // Webhooks are only ever marked deleted, so the row and its
+        // account are there.
+        let account_id = webhook.account_id.clone();
+        return Ok(Found::Refused { webhook_id: want.webhook_id.clone(), account_id, reason, delivery_ids });
     }
     let next_due = if exhausted {
         // Nothing more is due now: the next that will be, if any.

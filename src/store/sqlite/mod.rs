@@ -27,8 +27,8 @@ use self::rows::{
 use self::writes::ingest_in;
 use super::{Admit, Bootstrap, ClaimWant, ClaimedBatch, Ingested, Store, StoreError, StoreResult};
 use crate::model::{
-    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, Event, NewEvent, Principal, Timestamp,
-    Webhook,
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Event, NewEvent, Principal,
+    Timestamp, Webhook,
 };
 use crate::signing;
 use crate::stats::WebhookSample;
@@ -280,12 +280,12 @@ impl Store for SqliteStore {
         for found in found {
             match found {
                 Found::Due(batch) => batches.push(batch),
-                Found::Refused { webhook_id, reason, delivery_ids } => {
+                Found::Refused { webhook_id, account_id, reason, delivery_ids } => {
                     let more = !delivery_ids.is_empty();
                     self.pool
                         .write(move |conn| {
                             for id in &delivery_ids {
-                                finish_without_attempt(conn, id, reason, now)?;
+                                finish_without_attempt(conn, &account_id, id, reason, now)?;
                             }
                             Ok(())
                         })
@@ -321,7 +321,7 @@ impl Store for SqliteStore {
     async fn record_attempts(
         &self,
         records: Vec<AttemptRecord>,
-        put_off: Vec<String>,
+        put_off: Vec<DeliveryKey>,
         now: Timestamp,
     ) -> StoreResult<()> {
         self.pool.write(move |conn| attempts::record(conn, &records, &put_off, now)).await
@@ -379,7 +379,7 @@ impl Store for SqliteStore {
                 let Some(delivery) = find_delivery(conn, &account_id, &id)? else {
                     return Ok(None);
                 };
-                let attempts = attempts::attempts_of(conn, &id)?;
+                let attempts = attempts::attempts_of(conn, &account_id, &id)?;
                 Ok(Some((delivery, attempts)))
             })
             .await
@@ -400,8 +400,8 @@ impl Store for SqliteStore {
                 }
                 conn.execute(
                     "UPDATE deliveries SET status = 'pending', final_attempt = 1, next_attempt_at = ?2, leased = 0, \
-                     updated_at = ?2 WHERE id = ?1",
-                    params![id, now.0],
+                     updated_at = ?2 WHERE account_id = ?3 AND id = ?1",
+                    params![id, now.0, account_id],
                 )?;
                 find_delivery(conn, &account_id, &id)?.ok_or_else(|| StoreError::NotFound("delivery".into()))
             })

@@ -157,14 +157,15 @@ pub(super) fn load_webhooks(conn: &Connection, account_id: &str) -> rusqlite::Re
 
 pub(super) fn finish_without_attempt(
     conn: &Connection,
+    account_id: &str,
     delivery_id: &str,
     reason: &str,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, leased = 0, last_status_code = NULL, \
-         last_error = ?2, updated_at = ?3 WHERE id = ?1",
+         last_error = ?2, updated_at = ?3 WHERE account_id = ?4 AND id = ?1",
     )?
-    .execute(params![delivery_id, reason, now.0])?;
+    .execute(params![delivery_id, reason, now.0, account_id])?;
     Ok(())
 }
