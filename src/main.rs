@@ -22,8 +22,24 @@ fn keep_freed_c_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_c_memory() {}
 
+/// No transparent huge pages for this process. mimalloc asks for them on
+/// its segments, and each first touch of one then zeroes 2 MiB: 3.6 % of
+/// Herald's CPU under load went to those faults, and the end-to-end peak
+/// RSS was 72 MB against 42 MB without (throughput the same within noise).
+#[cfg(target_os = "linux")]
+fn no_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_huge_pages() {}
+
 fn main() -> std::process::ExitCode {
     keep_freed_c_memory();
+    no_huge_pages();
     let cli = herald::cli::Cli::parse();
     herald::cli::init_tracing();
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
