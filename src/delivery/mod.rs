@@ -480,7 +480,11 @@ impl Engine {
         let record = match (lane.acquire_owned().await, self.slots.acquire().await) {
             (Ok(_turn), Ok(_slot)) if self.breaker_lets_through(&due.webhook.id, is_probe) => {
                 let sample = rand::rng().random_range(-1.0..=1.0);
-                let record = perform(&self.outbound, &*self.clock, &due, sample).await;
+                // Boxed: the attempt's future (rendering, the exchange, the
+                // timeout) is kilobytes, and a delivery's task would
+                // otherwise carry, and copy on spawn, all of it while it
+                // waits its turn.
+                let record = Box::pin(perform(&self.outbound, &*self.clock, &due, sample)).await;
                 self.feed_breaker(&due.webhook.id, record.next == NextStep::Success);
                 Some(record)
             }
