@@ -16,12 +16,53 @@ use crate::retry::RetryPolicy;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// UTC, to the millisecond, as the `time` crate's RFC 3339 formatter
+    /// writes it (no fraction on a whole second, trailing zeros trimmed).
     pub fn to_rfc3339(self) -> String {
-        let nanos = self.0 as i128 * 1_000_000;
-        OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+        let mut out = String::with_capacity(24);
+        self.write_rfc3339(&mut out);
+        out
+    }
+
+    /// `to_rfc3339` appended to `out`: every delivery's body carries one, so
+    /// the digits are written straight in rather than through a formatter.
+    pub fn write_rfc3339(self, out: &mut String) {
+        let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000) else {
+            out.push_str("1970-01-01T00:00:00Z");
+            return;
+        };
+        if !(0..=9999).contains(&t.year()) {
+            // RFC 3339 has four-digit years; the formatter refuses others.
+            out.push_str("1970-01-01T00:00:00Z");
+            return;
+        }
+        let digits = |out: &mut String, value: u32, width: u32| {
+            for place in (0..width).rev() {
+                out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+            }
+        };
+        digits(out, t.year() as u32, 4);
+        out.push('-');
+        digits(out, u32::from(u8::from(t.month())), 2);
+        out.push('-');
+        digits(out, u32::from(t.day()), 2);
+        out.push('T');
+        digits(out, u32::from(t.hour()), 2);
+        out.push(':');
+        digits(out, u32::from(t.minute()), 2);
+        out.push(':');
+        digits(out, u32::from(t.second()), 2);
+        let mut ms = u32::from(t.millisecond());
+        if ms != 0 {
+            out.push('.');
+            let mut width = 3;
+            while ms % 10 == 0 {
+                ms /= 10;
+                width -= 1;
+            }
+            digits(out, ms, width);
+        }
+        out.push('Z');
     }
 
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
@@ -348,6 +389,27 @@ mod tests {
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
         assert_eq!(Timestamp::parse_rfc3339("2021-06-18T14:48:06.886358Z"), Some(Timestamp(1_624_027_686_886)));
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_is_written_as_the_time_crate_formats_it(ms in -62_167_219_200_000i64..253_402_300_800_000) {
+            let expected = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+                .unwrap()
+                .format(&Rfc3339)
+                .unwrap();
+            proptest::prop_assert_eq!(Timestamp(ms).to_rfc3339(), expected);
+        }
+    }
+
+    #[test]
+    fn rfc3339_trims_the_fraction_and_refuses_years_it_cannot_write() {
+        assert_eq!(Timestamp(1_614_265_330_000).to_rfc3339(), "2021-02-25T15:02:10Z");
+        assert_eq!(Timestamp(1_614_265_330_100).to_rfc3339(), "2021-02-25T15:02:10.1Z");
+        assert_eq!(Timestamp(1_614_265_330_120).to_rfc3339(), "2021-02-25T15:02:10.12Z");
+        assert_eq!(Timestamp(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp(253_402_300_800_000).to_rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(Timestamp(i64::MAX).to_rfc3339(), "1970-01-01T00:00:00Z");
     }
 
     #[test]

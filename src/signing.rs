@@ -46,20 +46,29 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 /// One Standard Webhooks signature, `v1,<base64>`.
 pub fn standard_signature(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut signature = String::with_capacity(47);
+    push_standard_signature(&mut signature, key, msg_id, timestamp, body);
+    signature
+}
+
+fn push_standard_signature(out: &mut String, key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) {
     let ts = timestamp.to_string();
     let digest = hmac_sha256(key, &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body]);
-    format!("v1,{}", BASE64.encode(digest))
+    out.push_str("v1,");
+    BASE64.encode_string(digest, out);
 }
 
 /// The `webhook-signature` header value: one signature per secret,
 /// space-separated (several during a rotation).
 pub fn standard_signature_header(secrets: &[&str], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    secrets
-        .iter()
-        .filter_map(|s| secret_key(s))
-        .map(|key| standard_signature(&key, msg_id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut header = String::with_capacity(47 * secrets.len());
+    for key in secrets.iter().filter_map(|s| secret_key(s)) {
+        if !header.is_empty() {
+            header.push(' ');
+        }
+        push_standard_signature(&mut header, &key, msg_id, timestamp, body);
+    }
+    header
 }
 
 /// Checks a `webhook-signature` header against a secret; true when any of

@@ -20,12 +20,14 @@ pub(super) const SPEC: ProfileSpec =
 pub(super) fn render(due: &DueDelivery, now: Timestamp, request: &mut OutgoingRequest) {
     // The payload is stored as the caller sent it, so the envelope is built
     // around its text rather than re-serialised.
-    let body = format!(
-        r#"{{"type":{},"timestamp":"{}","data":{}}}"#,
-        json_string(&due.event_type),
-        due.event_timestamp.to_rfc3339(),
-        due.payload
-    );
+    let mut body = String::with_capacity(48 + due.event_type.len() + due.payload.len());
+    body.push_str(r#"{"type":"#);
+    body.push_str(&json_string(&due.event_type));
+    body.push_str(r#","timestamp":""#);
+    due.event_timestamp.write_rfc3339(&mut body);
+    body.push_str(r#"","data":"#);
+    body.push_str(&due.payload);
+    body.push('}');
     let timestamp = now.unix_seconds();
     let signature = signing::standard_signature_header(
         &due.webhook.signing_secrets(now),
