@@ -106,7 +106,11 @@ pub fn new_id_at(prefix: &str, at: Timestamp) -> String {
         *last = next.unwrap_or_else(|| ulid::Ulid::from_parts(ms, rand::random::<u128>()));
         *last
     };
-    format!("{prefix}_{id}")
+    let mut text = String::with_capacity(prefix.len() + 1 + ulid::ULID_LEN);
+    text.push_str(prefix);
+    text.push('_');
+    text.push_str(id.array_to_str(&mut [0; ulid::ULID_LEN]));
+    text
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

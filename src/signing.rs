@@ -52,8 +52,8 @@ pub fn standard_signature(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8])
 }
 
 fn push_standard_signature(out: &mut String, key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) {
-    let ts = timestamp.to_string();
-    let digest = hmac_sha256(key, &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+    let mut ts = itoa::Buffer::new();
+    let digest = hmac_sha256(key, &[msg_id.as_bytes(), b".", ts.format(timestamp).as_bytes(), b".", body]);
     out.push_str("v1,");
     BASE64.encode_string(digest, out);
 }

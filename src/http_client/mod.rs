@@ -300,10 +300,13 @@ fn origin_port(uri: &http::Uri) -> Option<u16> {
 
 fn host_header(uri: &http::Uri, port: Option<u16>) -> String {
     let host = uri.host().unwrap_or_default();
-    match port {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
+    let mut header = String::with_capacity(host.len() + 6);
+    header.push_str(host);
+    if let Some(port) = port {
+        header.push(':');
+        header.push_str(itoa::Buffer::new().format(port));
     }
+    header
 }
 
 /// The request target: an absolute http or https URI. Hosts outside ASCII
