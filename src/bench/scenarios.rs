@@ -147,7 +147,40 @@ pub async fn ingest_batch(sizes: &Sizes, _pb: &ProgressBar) -> anyhow::Result<Sc
     .await)
 }
 
+/// Rounds of end-to-end, each on a fresh Herald and database; the best
+/// is compared with the baseline's best, so that both sides of the ratio
+/// are measured alike.
+const END_TO_END_ROUNDS: usize = 3;
+
 pub async fn end_to_end(sizes: &Sizes, pb: &ProgressBar, baseline: Option<f64>) -> anyhow::Result<ScenarioResult> {
+    // The best round's rate and CPU seconds; the worst CPU per event and
+    // peak RSS of any round.
+    let (mut rate, mut cpu_s, mut cpu_ms, mut rss): (f64, f64, f64, f64) = (0.0, 0.0, 0.0, 0.0);
+    for round in 1..=END_TO_END_ROUNDS {
+        let run = end_to_end_round(sizes, pb, &format!("end-to-end ({round}/{END_TO_END_ROUNDS})")).await?;
+        if run.rate > rate {
+            (rate, cpu_s) = (run.rate, run.cpu_seconds);
+        }
+        cpu_ms = cpu_ms.max(run.cpu_ms_per_event);
+        rss = rss.max(run.peak_rss_mb);
+    }
+    let mut metrics = vec![Metric::new("events/s delivered, best of 3", rate, None)];
+    if let Some(baseline) = baseline {
+        metrics.push(Metric::new("ratio to baseline", rate / baseline, Some(0.5)));
+    }
+    metrics.push(Metric::at_most("herald CPU ms per event, worst", cpu_ms, 0.1));
+    metrics.push(Metric::at_most("peak RSS MB, worst", rss, 150.0));
+    Ok(ScenarioResult { name: "end-to-end", metrics, herald_cpu_seconds: Some(cpu_s), herald_peak_rss_mb: Some(rss) })
+}
+
+struct EndToEndRun {
+    rate: f64,
+    cpu_seconds: f64,
+    cpu_ms_per_event: f64,
+    peak_rss_mb: f64,
+}
+
+async fn end_to_end_round(sizes: &Sizes, pb: &ProgressBar, label: &str) -> anyhow::Result<EndToEndRun> {
     let receiver = BenchReceiver::start().await?;
     // As many requests open to the receiver as the baseline holds (the
     // default per webhook is 16): the ratio compares like with like.
@@ -155,6 +188,7 @@ pub async fn end_to_end(sizes: &Sizes, pb: &ProgressBar, baseline: Option<f64>) 
     let (herald, client) = herald_with_webhook_and(&receiver, &same_concurrency).await?;
     let n = sizes.end_to_end;
     let bodies = Client::batch_bodies("whatsapp:message:status", n, BATCH);
+    pb.set_message(label.to_owned());
     let progress = show_progress(pb, &receiver, "end-to-end", n as u64);
     let cpu = herald.cpu_seconds();
     let started = Instant::now();
@@ -164,15 +198,15 @@ pub async fn end_to_end(sizes: &Sizes, pb: &ProgressBar, baseline: Option<f64>) 
     }
     progress.abort();
     let elapsed = receiver.last_ok().unwrap_or_else(Instant::now) - started;
-    let rate = n as f64 / elapsed.as_secs_f64();
-    let cpu_ms = (herald.cpu_seconds() - cpu) * 1000.0 / n as f64;
-    let mut metrics = vec![Metric::new("events/s delivered", rate, None)];
-    if let Some(baseline) = baseline {
-        metrics.push(Metric::new("ratio to baseline", rate / baseline, Some(0.5)));
-    }
-    metrics.push(Metric::at_most("herald CPU ms per event", cpu_ms, 0.1));
-    metrics.push(Metric::at_most("peak RSS MB", herald.peak_rss_mb(), 150.0));
-    Ok(finish("end-to-end", herald, cpu, metrics).await)
+    let cpu_seconds = herald.cpu_seconds() - cpu;
+    let run = EndToEndRun {
+        rate: n as f64 / elapsed.as_secs_f64(),
+        cpu_seconds,
+        cpu_ms_per_event: cpu_seconds * 1000.0 / n as f64,
+        peak_rss_mb: herald.peak_rss_mb(),
+    };
+    herald.stop().await;
+    Ok(run)
 }
 
 pub async fn latency(sizes: &Sizes, pb: &ProgressBar) -> anyhow::Result<ScenarioResult> {

@@ -26,4 +26,8 @@ async fn the_bench_runs_and_reports_json() {
     let ingest = &report["scenarios"][1];
     assert!(ingest["metrics"][0]["value"].as_f64().unwrap() > 0.0);
     assert!(ingest["herald_peak_rss_mb"].as_f64().unwrap() > 0.0, "Herald's memory was read from /proc");
+    // End-to-end's best round is set against the baseline's.
+    let end_to_end = report["scenarios"][2]["metrics"].as_array().unwrap();
+    let ratio = end_to_end.iter().find(|m| m["name"] == "ratio to baseline").expect("a ratio");
+    assert!(ratio["value"].as_f64().unwrap() > 0.0, "{ratio}");
 }
