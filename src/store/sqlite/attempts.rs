@@ -18,6 +18,11 @@ pub(super) fn record(
     put_off: &[DeliveryKey],
     now: Timestamp,
 ) -> StoreResult<()> {
+    // The three statements number their parameters alike, so one list of
+    // values serves each: ?1 delivery, ?2 status, ?3 next attempt, ?4 status
+    // code, ?5 last error, ?6 now, ?7 started, ?8 duration, ?9 response
+    // body, ?10 error class, ?11 error message, ?12 account.
+    //
     // Only while the row says no attempt was made: the engine's count
     // (`number`) is checked, not trusted.
     let mut first = conn.prepare_cached(
@@ -29,13 +34,13 @@ pub(super) fn record(
     let mut insert = conn.prepare_cached(
         "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, status_code, response_body, \
          error_class, error_message) \
-         VALUES (?1, (SELECT n_attempts + 1 FROM deliveries WHERE account_id = ?8 AND id = ?1), \
-         ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, (SELECT n_attempts + 1 FROM deliveries WHERE account_id = ?12 AND id = ?1), \
+         ?7, ?8, ?4, ?9, ?10, ?11)",
     )?;
     let mut update = conn.prepare_cached(
         "UPDATE deliveries SET status = ?2, n_attempts = n_attempts + 1, final_attempt = 0, \
          next_attempt_at = ?3, leased = 0, last_status_code = ?4, last_error = ?5, updated_at = ?6 \
-         WHERE account_id = ?7 AND id = ?1",
+         WHERE account_id = ?12 AND id = ?1",
     )?;
     for record in records {
         let a = &record.attempt;
@@ -48,44 +53,25 @@ pub(super) fn record(
             Some(class) => format!("{}: {m}", class.as_str()),
             None => m.clone(),
         });
-        let error_class = a.error_class.map(|c| c.as_str());
-        if record.number == 1
-            && first.execute(params![
-                record.delivery_id,
-                status.as_str(),
-                next_at,
-                a.status_code,
-                last_error,
-                now.0,
-                a.started_at.0,
-                a.duration_ms as i64,
-                a.response_body,
-                error_class,
-                a.error_message,
-                record.account_id,
-            ])? == 1
-        {
-            continue;
-        }
-        insert.execute(params![
-            record.delivery_id,
-            a.started_at.0,
-            a.duration_ms as i64,
-            a.status_code,
-            a.response_body,
-            error_class,
-            a.error_message,
-            record.account_id,
-        ])?;
-        update.execute(params![
+        let values = params![
             record.delivery_id,
             status.as_str(),
             next_at,
             a.status_code,
             last_error,
             now.0,
-            record.account_id
-        ])?;
+            a.started_at.0,
+            a.duration_ms as i64,
+            a.response_body,
+            a.error_class.map(|c| c.as_str()),
+            a.error_message,
+            record.account_id,
+        ];
+        if record.number == 1 && first.execute(values)? == 1 {
+            continue;
+        }
+        insert.execute(values)?;
+        update.execute(values)?;
     }
     let mut release = conn.prepare_cached("UPDATE deliveries SET leased = 0 WHERE account_id = ?1 AND id = ?2")?;
     for key in put_off {
