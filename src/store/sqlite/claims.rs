@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::rows::{WEBHOOK_COLUMNS, webhook_from_row};
 use crate::model::{DueDelivery, Timestamp, Webhook};
 use crate::profile::Profile;
-use crate::store::{ClaimCursor, ClaimWant, ClaimedBatch, StoreResult};
+use crate::store::{ClaimCursor, ClaimWant, ClaimedBatch, IdSet, StoreResult};
 
 /// What a claim found for one webhook.
 pub(super) enum Found {
@@ -185,11 +185,14 @@ fn due_rows(
          AND leased = 0 ORDER BY next_attempt_at, id LIMIT ?3"
     ))?;
     let mut rows = from_start.query(params![want.webhook_id, now.0, scan as i64])?;
+    // What this claim took past the cursor comes up again from the start
+    // (a row comes up once in a scan, so what the scan takes need not join).
+    let taken_ids: IdSet = taken.deliveries.iter().map(|d| d.delivery_id.clone()).collect();
     let mut seen = 0;
     while let Some(row) = rows.next()? {
         seen += 1;
         let delivery_id = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-        if held.contains(delivery_id) || taken.deliveries.iter().any(|d| d.delivery_id == delivery_id) {
+        if held.contains(delivery_id) || taken_ids.contains(delivery_id) {
             continue;
         }
         take(&mut taken, row)?;
