@@ -204,3 +204,28 @@ async fn a_claim_carries_each_delivery_s_event_and_attempts_before_and_after_the
         .unwrap();
     assert!(plan.contains("COVERING INDEX deliveries_due"), "{plan}");
 }
+
+#[tokio::test]
+async fn deliveries_of_a_webhook_whose_row_is_gone_fail_instead_of_staying_due() {
+    let (store, account_id, dir) = backlog(3).await;
+    // Herald only marks webhooks deleted; here the row is removed by hand.
+    let conn = rusqlite::Connection::open(dir.path().join("herald.db")).unwrap();
+    conn.execute("DELETE FROM webhooks WHERE id = 'wh_claims'", []).unwrap();
+    drop(conn);
+
+    let refused = claim(&store, &IdSet::default(), None, 10).await;
+    assert!(refused.deliveries.is_empty());
+    let again = claim(&store, &IdSet::default(), None, 10).await;
+    assert!(again.deliveries.is_empty());
+    assert_eq!(again.next_due, None, "nothing is left due: each was failed, not left waiting");
+    let conn = rusqlite::Connection::open(dir.path().join("herald.db")).unwrap();
+    let failed: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE account_id = ?1 AND status = 'failed' \
+             AND last_error = 'webhook deleted'",
+            [&account_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(failed, 3);
+}

@@ -62,12 +62,13 @@ pub(super) fn find_due(
         Some((webhook, false)) if !webhook.enabled => Some("webhook disabled"),
         _ => None,
     };
-    let webhook = Arc::new(found.map(|(w, _)| w).unwrap_or_else(|| placeholder_webhook(&want.webhook_id)));
+    let webhook = Arc::new(match found {
+        Some((webhook, _)) => webhook,
+        None => placeholder_webhook(&want.webhook_id, &account_of_due(conn, &want.webhook_id)?),
+    });
     let DueRows { deliveries, exhausted, cursor, filled_past_cursor } = due_rows(conn, &webhook, want, now, events)?;
     if let Some(reason) = refusal {
         let delivery_ids = deliveries.into_iter().map(|due| due.delivery_id).collect();
-        // Webhooks are only ever marked deleted, so the row and its
-        // account are there.
         let account_id = webhook.account_id.clone();
         return Ok(Found::Refused { webhook_id: want.webhook_id.clone(), account_id, reason, delivery_ids });
     }
@@ -207,11 +208,25 @@ fn due_rows(
     Ok(taken)
 }
 
+/// The account of a webhook whose row is gone, from its due deliveries
+/// (they are found by account and id, so failing them needs it). Herald
+/// only marks webhooks deleted; this is for a row removed by hand.
+fn account_of_due(conn: &Connection, webhook_id: &str) -> StoreResult<String> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT account_id FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL AND leased = 0 \
+             LIMIT 1",
+        )?
+        .query_row([webhook_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or_default())
+}
+
 /// Stands in for a webhook row that no longer exists.
-fn placeholder_webhook(id: &str) -> Webhook {
+fn placeholder_webhook(id: &str, account_id: &str) -> Webhook {
     Webhook {
         id: id.to_owned(),
-        account_id: String::new(),
+        account_id: account_id.to_owned(),
         url: String::new(),
         description: String::new(),
         event_types: None,
