@@ -137,12 +137,14 @@ impl ServeConfig {
                 .unwrap_or(defaults.shutdown_grace),
             ..defaults
         };
+        let max_body_bytes = args.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        let engine = EngineConfig { max_rendered_body: max_body_bytes, ..engine };
         Ok(ServeConfig {
             listen,
             database: args.database.or(file.database).unwrap_or_else(|| DEFAULT_DATABASE.to_owned()),
             allow_private_targets: args.allow_private_targets || file.allow_private_targets.unwrap_or(false),
             time_scale,
-            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            max_body_bytes,
             admin_token: args.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
             bind_address: args.bind_address.or(file.bind_address),
             env_webhook: args.webhook_url.filter(|u| !u.is_empty()).map(|url| EnvWebhook {

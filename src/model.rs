@@ -165,6 +165,9 @@ pub enum ErrorClass {
     Status,
     /// Anything else that broke the exchange (reset mid-body, bad URL …).
     Request,
+    /// The request could not be built: a `compose` template rendered past
+    /// its limits. Nothing was sent, and the receiver is not to blame.
+    Render,
 }
 
 impl ErrorClass {
@@ -176,6 +179,7 @@ impl ErrorClass {
             Self::Blocked => "blocked",
             Self::Status => "status",
             Self::Request => "request",
+            Self::Render => "render",
         }
     }
 
@@ -187,6 +191,7 @@ impl ErrorClass {
             "blocked" => Self::Blocked,
             "status" => Self::Status,
             "request" => Self::Request,
+            "render" => Self::Render,
             _ => return None,
         })
     }

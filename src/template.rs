@@ -3,7 +3,10 @@
 //! they land: percent-encoded in the URL, stripped of control characters in
 //! headers (so no value can add a header line), JSON-escaped inside a JSON
 //! string, a JSON value outside one, and form-encoded in form bodies.
-//! Templates are parsed once, when saved; rendering never fails.
+//! Templates are parsed once, when saved. Rendering fails only when its
+//! output would pass the limit the caller gives: a small template with a
+//! placeholder repeated many times over a large payload value would
+//! otherwise build a request many times the payload's size.
 
 use serde_json::Value;
 
@@ -29,6 +32,12 @@ pub struct Template {
 pub struct TemplateError {
     pub offset: usize,
     pub message: String,
+}
+
+/// A rendering stopped because its output passed `limit` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge {
+    pub limit: usize,
 }
 
 impl std::fmt::Display for TemplateError {
@@ -111,20 +120,30 @@ impl Template {
         })
     }
 
-    fn render_with(&self, context: &Context, mut emit: impl FnMut(&mut String, Option<&Value>, bool)) -> String {
+    /// Renders piece by piece, stopping as soon as the output passes
+    /// `limit`: what is held at once is bounded by the limit plus one value.
+    fn render_with(
+        &self,
+        context: &Context,
+        limit: usize,
+        mut emit: impl FnMut(&mut String, Option<&Value>, bool),
+    ) -> Result<String, TooLarge> {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
                 Piece::Var { path, in_string } => emit(&mut out, context.resolve(path), *in_string),
             }
+            if out.len() > limit {
+                return Err(TooLarge { limit });
+            }
         }
-        out
+        Ok(out)
     }
 
     /// Renders a URL: every value percent-encoded as a URL component.
-    pub fn render_url(&self, context: &Context) -> String {
-        self.render_with(context, |out, value, _| {
+    pub fn render_url(&self, context: &Context, limit: usize) -> Result<String, TooLarge> {
+        self.render_with(context, limit, |out, value, _| {
             out.extend(
                 url::form_urlencoded::byte_serialize(value_text(value).as_bytes()).map(|s| s.replace('+', "%20")),
             );
@@ -133,15 +152,15 @@ impl Template {
 
     /// Renders a header value: control characters (CR and LF among them)
     /// become spaces, so a value can never start a new header line.
-    pub fn render_header(&self, context: &Context) -> String {
-        let rendered = self.render_with(context, |out, value, _| out.push_str(&value_text(value)));
-        rendered.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    pub fn render_header(&self, context: &Context, limit: usize) -> Result<String, TooLarge> {
+        let rendered = self.render_with(context, limit, |out, value, _| out.push_str(&value_text(value)))?;
+        Ok(rendered.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
     }
 
     /// Renders a JSON body: inside a string literal a value is JSON-escaped
     /// text; outside one it is a JSON value (`null` when missing).
-    pub fn render_json(&self, context: &Context) -> String {
-        self.render_with(context, |out, value, in_string| {
+    pub fn render_json(&self, context: &Context, limit: usize) -> Result<String, TooLarge> {
+        self.render_with(context, limit, |out, value, in_string| {
             if in_string {
                 let quoted = serde_json::to_string(&value_text(value)).expect("strings serialise");
                 out.push_str(&quoted[1..quoted.len() - 1]);
@@ -261,17 +280,17 @@ mod tests {
             json!({"id": "a418", "to": "9190199xxxxx", "status": "read", "read_at": "2021-06-18T14:48:06.886358Z"});
         let url = parse("https://www.domain.com/ack/receive?id=@{{payload.id}}&mobile=@{{payload.mobile}}&status=@{{payload.status}}", false).unwrap();
         assert_eq!(
-            url.render_url(&context(&payload)),
+            url.render_url(&context(&payload), usize::MAX).unwrap(),
             "https://www.domain.com/ack/receive?id=a418&mobile=9190199xxxxx&status=read"
         );
         let url = parse("https://www.domain.com/ack/receive?id=@{{id}}", false).unwrap();
-        assert_eq!(url.render_url(&context(&payload)), "https://www.domain.com/ack/receive?id=evt_1");
+        assert_eq!(url.render_url(&context(&payload), usize::MAX).unwrap(), "https://www.domain.com/ack/receive?id=evt_1");
         let body = parse(
             r#"{"id": "@{{payload.id}}", "mobile": "@{{payload.mobile}}", "message_status": "@{{payload.status}}", "read_at": "@{{payload.read_at}}"}"#,
             true,
         )
         .unwrap();
-        let rendered: Value = serde_json::from_str(&body.render_json(&context(&payload))).unwrap();
+        let rendered: Value = serde_json::from_str(&body.render_json(&context(&payload), usize::MAX).unwrap()).unwrap();
         assert_eq!(
             rendered,
             json!({"id": "a418", "mobile": "9190199xxxxx", "message_status": "read", "read_at": "2021-06-18T14:48:06.886358Z"})
@@ -287,15 +306,15 @@ mod tests {
             true,
         )
         .unwrap();
-        let rendered: Value = serde_json::from_str(&body.render_json(&ctx)).unwrap();
+        let rendered: Value = serde_json::from_str(&body.render_json(&ctx, usize::MAX).unwrap()).unwrap();
         assert_eq!(rendered["v"], payload["evil"]);
         assert_eq!(rendered["n"], 5);
         assert_eq!(rendered["o"], json!({"a": [1]}));
         assert_eq!(rendered["m"], Value::Null);
         assert!(rendered.get("admin").is_none());
-        let header = parse("Bearer @{{payload.evil}}", false).unwrap().render_header(&ctx);
+        let header = parse("Bearer @{{payload.evil}}", false).unwrap().render_header(&ctx, usize::MAX).unwrap();
         assert!(!header.contains('\r') && !header.contains('\n'));
-        let url = parse("https://h/p?q=@{{payload.evil}}&n=@{{payload.n}}", false).unwrap().render_url(&ctx);
+        let url = parse("https://h/p?q=@{{payload.evil}}&n=@{{payload.n}}", false).unwrap().render_url(&ctx, usize::MAX).unwrap();
         let parsed = url::Url::parse(&url).unwrap();
         let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
         assert_eq!(
@@ -352,6 +371,22 @@ mod tests {
         })
     }
 
+    /// Hardening #3: 300 copies of a 400 KB value made a 114 MiB body.
+    #[test]
+    fn a_placeholder_repeated_over_a_large_value_stops_at_the_limit() {
+        let payload = json!({ "b": "x".repeat(400 * 1024) });
+        let ctx = context(&payload);
+        let body = parse(&format!("[{}0]", "\"@{{payload.b}}\",".repeat(300)), true).unwrap();
+        assert_eq!(body.render_json(&ctx, 1024 * 1024), Err(TooLarge { limit: 1024 * 1024 }));
+        let url = parse("https://h/?q=@{{payload.b}}", false).unwrap();
+        assert_eq!(url.render_url(&ctx, 8192), Err(TooLarge { limit: 8192 }));
+        let header = parse("@{{payload.b}}", false).unwrap();
+        assert_eq!(header.render_header(&ctx, 8192), Err(TooLarge { limit: 8192 }));
+        // Within the limit, nothing changes.
+        let small = json!({ "b": "y" });
+        assert_eq!(body.render_json(&context(&small), 1024 * 1024).unwrap(), format!("[{}0]", "\"y\",".repeat(300)));
+    }
+
     proptest! {
         #[test]
         fn any_value_in_any_position_renders_to_the_format_claimed(value in any_json(), key in "k_[a-z]{1,8}") {
@@ -359,23 +394,38 @@ mod tests {
             let ctx = context(&payload);
 
             let body = parse(&format!(r#"{{"s": "pre @{{{{payload.v}}}} post", "raw": @{{{{payload.v}}}}, "{key}": ["@{{{{payload.v}}}}"]}}"#), true).unwrap();
-            let rendered: Value = serde_json::from_str(&body.render_json(&ctx)).unwrap();
+            let rendered: Value = serde_json::from_str(&body.render_json(&ctx, usize::MAX).unwrap()).unwrap();
             prop_assert_eq!(&rendered["raw"], &payload["v"]);
             prop_assert_eq!(rendered["s"].as_str().unwrap(), format!("pre {} post", value_text(Some(&payload["v"]))));
 
-            let url = parse("https://example.com/a/@{{payload.v}}?x=@{{payload.v}}", false).unwrap().render_url(&ctx);
+            let url = parse("https://example.com/a/@{{payload.v}}?x=@{{payload.v}}", false).unwrap().render_url(&ctx, usize::MAX).unwrap();
             let parsed = url::Url::parse(&url).unwrap();
             prop_assert_eq!(parsed.host_str(), Some("example.com"));
             let decoded: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
             prop_assert_eq!(decoded, vec![("x".to_owned(), value_text(Some(&payload["v"])))]);
 
-            let header = parse("k @{{payload.v}}", false).unwrap().render_header(&ctx);
+            let header = parse("k @{{payload.v}}", false).unwrap().render_header(&ctx, usize::MAX).unwrap();
             prop_assert!(http::HeaderValue::from_bytes(header.as_bytes()).is_ok());
 
             let object = rendered.as_object().unwrap();
             let form = form_encode(object);
             let pairs: Vec<(String, String)> = url::form_urlencoded::parse(form.as_bytes()).into_owned().collect();
             prop_assert_eq!(pairs.len(), object.len());
+        }
+
+        #[test]
+        fn a_limited_rendering_is_the_whole_one_or_refused(value in any_json(), repeat in 1usize..20, limit in 0usize..400) {
+            let payload = json!({ "v": value });
+            let ctx = context(&payload);
+            let body = parse(&format!("[{}0]", "@{{payload.v}},".repeat(repeat)), true).unwrap();
+            let whole = body.render_json(&ctx, usize::MAX).unwrap();
+            match body.render_json(&ctx, limit) {
+                Ok(limited) => prop_assert_eq!(limited, whole),
+                Err(TooLarge { limit: reported }) => {
+                    prop_assert_eq!(reported, limit);
+                    prop_assert!(whole.len() > limit);
+                }
+            }
         }
 
         #[test]

@@ -53,6 +53,15 @@ pub async fn list(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid_field(format!("limit: must be between 1 and {MAX_LIMIT}")));
     }
+    // The cursor is compared with ids as text: anything but a delivery id
+    // would quietly page from somewhere arbitrary.
+    if let Some(cursor) = &query.cursor
+        && !is_delivery_id(cursor)
+    {
+        return Err(ApiError::invalid_field(format!(
+            "cursor: `{cursor}` is not a cursor this API gave (pass `next_cursor` as it came)"
+        )));
+    }
     let filter = DeliveryFilter {
         status,
         webhook_id: query.webhook_id,
@@ -72,6 +81,14 @@ pub async fn list(
     };
     let data: Vec<Value> = page.iter().map(delivery_json).collect();
     Ok(Json(json!({ "data": data, "next_cursor": next_cursor })))
+}
+
+/// `dlv_` and a ULID in upper case, as `model::new_id_at` writes them (a
+/// lower-case spelling parses too, but sorts elsewhere as text).
+fn is_delivery_id(text: &str) -> bool {
+    text.strip_prefix("dlv_").is_some_and(|ulid| {
+        !ulid.bytes().any(|b| b.is_ascii_lowercase()) && ulid::Ulid::from_string(ulid).is_ok()
+    })
 }
 
 pub async fn get(

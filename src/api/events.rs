@@ -13,7 +13,7 @@ use super::extract::{parse_json, read_body};
 use super::{AccountCaller, AppState, Caller};
 use crate::error::ApiError;
 use crate::filter;
-use crate::model::{IngestOutcome, NewEvent, Timestamp};
+use crate::model::{Event, IngestOutcome, NewEvent, Timestamp};
 use crate::store::StoreError;
 
 pub const MAX_BATCH: usize = 1000;
@@ -48,6 +48,10 @@ impl EventIn {
                 at()
             )));
         }
+        check_payload(self.payload.get()).map_err(|problem| {
+            let event = self.id.as_deref().map(|id| format!(" (event `{id}`)")).unwrap_or_default();
+            ApiError::invalid_field(format!("{}payload{event}: cannot be stored and delivered exactly: {problem}", at()))
+        })?;
         let timestamp = match &self.timestamp {
             Some(text) => Some(Timestamp::parse_rfc3339(text).ok_or_else(|| {
                 ApiError::invalid_field(format!("{}timestamp: `{text}` is not an RFC 3339 date-time", at()))
@@ -62,6 +66,57 @@ impl EventIn {
             timestamp,
         })
     }
+}
+
+/// Checks that a payload reads back as the JSON value it claims to be:
+/// `RawValue` keeps any well-formed text, but the profiles that rebuild a
+/// body (`wwebjs`, `compose`, `viber-bot`) and the delivery log parse it
+/// into a `serde_json::Value`, which refuses a number beyond `f64` (`1e400`),
+/// a lone surrogate escape (`"\ud800"`) and nesting deeper than 128. Such a
+/// payload, once accepted, would be delivered as `null` or as nothing, so
+/// it is refused here. The walk builds nothing; it only visits.
+fn check_payload(text: &str) -> Result<(), serde_json::Error> {
+    use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct Walk;
+    impl<'de> Deserialize<'de> for Walk {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Walk, D::Error> {
+            d.deserialize_any(Walk)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk {
+        type Value = Walk;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_unit<E>(self) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Walk, A::Error> {
+            while seq.next_element::<Walk>()?.is_some() {}
+            Ok(Walk)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Walk, A::Error> {
+            while map.next_entry::<Walk, Walk>()?.is_some() {}
+            Ok(Walk)
+        }
+    }
+    serde_json::from_str::<Walk>(text).map(|_| ())
 }
 
 pub async fn ingest(
@@ -119,12 +174,43 @@ pub async fn get(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Event>, ApiError> {
     let event = state.store.get_event(&account_id, &id).await?.ok_or_else(|| ApiError::not_found("event"))?;
-    Ok(Json(serde_json::to_value(event).expect("events serialise")))
+    // Serialised as stored: the payload's own text goes out as it came in.
+    Ok(Json(event))
 }
 
 /// `GET /v1/event-types`: the event catalogue, per channel.
 pub async fn catalogue(Caller(_): Caller) -> Json<Value> {
     Json(json!({ "channels": crate::catalogue::by_channel() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_payload;
+
+    #[test]
+    fn payloads_a_json_value_cannot_hold_are_refused() {
+        for good in [r#"{"a":[1,2.5,-3e10,"x\u00e9\ud83d\ude00",null,true]}"#, "1e308", "\"\"", &"[".repeat(127)] {
+            let text = if good.starts_with('[') { format!("{good}{}", "]".repeat(127)) } else { good.to_string() };
+            assert!(check_payload(&text).is_ok(), "{text}");
+        }
+        for (bad, problem) in [
+            ("1e400", "number out of range"),
+            ("-1e400", "number out of range"),
+            (r#"{"a":"\ud800"}"#, "unexpected end of hex escape"),
+            (r#"{"a":"\ud800\u0041"}"#, "lone leading surrogate"),
+            (r#"["\udc00"]"#, "lone leading surrogate"),
+        ] {
+            let err = check_payload(bad).unwrap_err().to_string();
+            assert!(err.contains(problem), "{bad}: {err}");
+        }
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(check_payload(&deep).unwrap_err().to_string().contains("recursion limit exceeded"));
+        // The edge: what `serde_json::Value` takes, the check takes.
+        for depth in [127, 128, 129] {
+            let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(check_payload(&text).is_ok(), serde_json::from_str::<serde_json::Value>(&text).is_ok(), "{depth}");
+        }
+    }
 }

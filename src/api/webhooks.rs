@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
@@ -159,9 +159,11 @@ fn validate_headers(headers: &BTreeMap<String, String>) -> Result<BTreeMap<Strin
                 "headers.{name}: set by herald itself and cannot be overridden"
             )));
         }
-        if value.len() > 4096 || HeaderValue::try_from(value.as_str()).is_err() {
+        // `HeaderValue` also takes bytes past ASCII (obsolete `obs-text`),
+        // which would go out as raw UTF-8 that receivers read differently.
+        if value.len() > 4096 || !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
             return Err(ApiError::invalid_field(format!(
-                "headers.{name}: value must be at most 4096 visible characters, without line breaks"
+                "headers.{name}: value must be at most 4096 visible ASCII characters (and spaces), without line breaks"
             )));
         }
         normalised.insert(parsed.as_str().to_owned(), value.clone());
@@ -205,10 +207,27 @@ async fn load(state: &AppState, account_id: &str, id: &str) -> Result<Webhook, A
     state.store.get_webhook(account_id, id).await?.ok_or_else(|| ApiError::not_found("webhook"))
 }
 
+/// Checks a whole webhook, as create and update both make it, and
+/// normalises its header names: one validation, so an update can never
+/// store what a create refuses. Returns the template's warnings.
+fn validate_webhook(webhook: &mut Webhook, allow_private: bool) -> Result<Vec<String>, ApiError> {
+    validate_description(&webhook.description)?;
+    validate_event_types(&webhook.event_types)?;
+    webhook.headers = validate_headers(&webhook.headers)?;
+    validate_retry(&webhook.retry)?;
+    validate_timeout(webhook.timeout_ms)?;
+    check_profile_fields(webhook, allow_private)
+}
+
 /// Checks what depends on the profile: the URL (a template for
 /// `compose`), the template itself and the profile-only options. Returns
 /// the template's warnings.
 fn check_profile_fields(webhook: &Webhook, allow_private: bool) -> Result<Vec<String>, ApiError> {
+    // A compose URL is a template: its own length is bounded too, not
+    // only the sample's (placeholders shrink to one character there).
+    if webhook.url.len() > MAX_URL_LEN {
+        return Err(ApiError::invalid_field(format!("url: at most {MAX_URL_LEN} characters")));
+    }
     let mut warnings = Vec::new();
     match (webhook.profile, &webhook.options.template) {
         (Profile::Compose, Some(spec)) => {
@@ -245,12 +264,7 @@ pub async fn create(
     AccountCaller(account_id): AccountCaller,
     JsonBody(body): JsonBody<CreateWebhook>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    validate_description(&body.description)?;
-    validate_event_types(&body.event_types)?;
-    let headers = validate_headers(&body.headers)?;
     let profile = Profile::parse(body.profile.as_deref().unwrap_or("standard")).map_err(ApiError::invalid_field)?;
-    validate_retry(&body.retry)?;
-    validate_timeout(body.timeout_ms)?;
     let secret = match body.secret {
         Some(secret) => {
             profile.validate_secret(&secret).map_err(ApiError::invalid_field)?;
@@ -259,14 +273,14 @@ pub async fn create(
         None => profile.initial_secret(),
     };
     let now = state.clock.now();
-    let webhook = Webhook {
+    let mut webhook = Webhook {
         id: new_id("wh"),
         account_id,
         url: body.url,
         description: body.description,
         event_types: body.event_types,
         enabled: body.enabled.unwrap_or(true),
-        headers,
+        headers: body.headers,
         profile,
         options: ProfileOptions {
             template: body.template,
@@ -280,7 +294,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let warnings = check_profile_fields(&webhook, state.allow_private_targets)?;
+    let warnings = validate_webhook(&mut webhook, state.allow_private_targets)?;
     state.store.create_webhook(webhook.clone()).await?;
     let mut view = view_with_warnings(&webhook, warnings);
     view["secret"] = Value::String(webhook.secret.clone());
@@ -318,18 +332,16 @@ pub async fn update(
         webhook.url = url;
     }
     if let Some(description) = body.description {
-        validate_description(&description)?;
         webhook.description = description;
     }
     if let Some(event_types) = body.event_types {
-        validate_event_types(&event_types)?;
         webhook.event_types = event_types;
     }
     if let Some(enabled) = body.enabled {
         webhook.enabled = enabled;
     }
     if let Some(headers) = body.headers {
-        webhook.headers = validate_headers(&headers)?;
+        webhook.headers = headers;
     }
     if let Some(profile) = body.profile {
         webhook.profile = Profile::parse(&profile).map_err(ApiError::invalid_field)?;
@@ -352,16 +364,15 @@ pub async fn update(
         webhook.options.send_photo = send_photo;
     }
     if let Some(retry) = body.retry {
-        validate_retry(&retry)?;
         webhook.retry = retry;
     }
     if let Some(timeout_ms) = body.timeout_ms {
-        validate_timeout(timeout_ms)?;
         webhook.timeout_ms = timeout_ms;
     }
+    let warnings = validate_webhook(&mut webhook, state.allow_private_targets)?;
     webhook.updated_at = state.clock.now();
     state.store.update_webhook(webhook.clone()).await?;
-    Ok(Json(serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise")))
+    Ok(Json(view_with_warnings(&webhook, warnings)))
 }
 
 pub async fn delete(

@@ -10,10 +10,32 @@ use crate::model::{Attempt, AttemptRecord, DueDelivery, ErrorClass, NextStep, Ti
 use crate::retry::{RetryPolicy, parse_retry_after};
 
 /// Sends `due` once and returns what the store should record.
-/// `jitter_sample` is uniform in [-1, 1].
-pub async fn perform(outbound: &Outbound, clock: &dyn Clock, due: &DueDelivery, jitter_sample: f64) -> AttemptRecord {
+/// `jitter_sample` is uniform in [-1, 1]; `max_body` bounds what a template
+/// may render. A request that cannot be built fails the delivery at once:
+/// the same event and template would render the same again, so retrying
+/// could not help (a manual retry can, once the template is changed).
+pub async fn perform(
+    outbound: &Outbound,
+    clock: &dyn Clock,
+    due: &DueDelivery,
+    jitter_sample: f64,
+    max_body: usize,
+) -> AttemptRecord {
     let started_at = clock.now();
-    let request = due.webhook.profile.render(due, started_at);
+    let request = match due.webhook.profile.render(due, started_at, max_body) {
+        Ok(request) => request,
+        Err(message) => {
+            let attempt = Attempt {
+                started_at,
+                duration_ms: 0,
+                status_code: None,
+                response_body: None,
+                error_class: Some(ErrorClass::Render),
+                error_message: Some(message),
+            };
+            return record(due, attempt, NextStep::Failed);
+        }
+    };
     let timeout = Duration::from_millis(due.webhook.effective_timeout_ms());
     // Latency is measured, not waited for, so it reads the monotonic timer.
     let stopwatch = std::time::Instant::now();
@@ -39,6 +61,10 @@ pub async fn perform(outbound: &Outbound, clock: &dyn Clock, due: &DueDelivery, 
             error_message: Some(message),
         },
     };
+    record(due, attempt, next)
+}
+
+fn record(due: &DueDelivery, attempt: Attempt, next: NextStep) -> AttemptRecord {
     AttemptRecord {
         delivery_id: due.delivery_id.clone(),
         account_id: due.webhook.account_id.clone(),

@@ -37,7 +37,7 @@ use breaker::{Allowance, Breaker};
 
 use crate::clock::SharedClock;
 use crate::http_client::Outbound;
-use crate::model::{AttemptRecord, DueDelivery, NextStep, Timestamp};
+use crate::model::{AttemptRecord, DueDelivery, ErrorClass, NextStep, Timestamp};
 use crate::store::{Admit, ClaimCursor, ClaimWant, IdMap, IdSet, Store};
 
 #[derive(Debug, Clone)]
@@ -50,6 +50,9 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// How long shutdown waits for attempts in flight.
     pub shutdown_grace: Duration,
+    /// The largest body a `compose` template may render: the largest the
+    /// API takes (`--max-body-bytes`), so no template amplifies an event.
+    pub max_rendered_body: usize,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +62,7 @@ impl Default for EngineConfig {
             per_webhook_concurrency: 16,
             lease: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
+            max_rendered_body: crate::config::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -484,8 +488,12 @@ impl Engine {
                 // timeout) is kilobytes, and a delivery's task would
                 // otherwise carry, and copy on spawn, all of it while it
                 // waits its turn.
-                let record = Box::pin(perform(&self.outbound, &*self.clock, &due, sample)).await;
-                self.feed_breaker(&due.webhook.id, record.next == NextStep::Success);
+                let max_body = self.config.max_rendered_body;
+                let record = Box::pin(perform(&self.outbound, &*self.clock, &due, sample, max_body)).await;
+                // A request that could not be built says nothing of the receiver.
+                if record.attempt.error_class != Some(ErrorClass::Render) {
+                    self.feed_breaker(&due.webhook.id, record.next == NextStep::Success);
+                }
                 Some(record)
             }
             _ => None,

@@ -9,7 +9,10 @@ use http::{HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
-use super::{OutgoingRequest, ProfileSpec, RESERVED_HEADERS, SecretKind, business, payload_value};
+use super::{
+    MAX_RENDERED_HEADERS, MAX_RENDERED_URL, OutgoingRequest, ProfileSpec, RESERVED_HEADERS, SecretKind, business,
+    payload_value,
+};
 use crate::model::DueDelivery;
 use crate::template::{self, Context, Piece, Template};
 
@@ -101,7 +104,8 @@ pub fn check_compose(url_template: &str, spec: &ComposeSpec) -> Result<Vec<Strin
         // Every placeholder filled with nothing must still give valid JSON.
         let empty = json!({});
         let context = Context { id: Value::Null, event: Value::Null, timestamp: Value::Null, payload: &empty };
-        let sample: Value = serde_json::from_str(&parsed.render_json(&context))
+        let blank = parsed.render_json(&context, usize::MAX).unwrap_or_default();
+        let sample: Value = serde_json::from_str(&blank)
             .map_err(|e| format!("template.body: not valid JSON once placeholders are filled: {e}"))?;
         if spec.body_format == BodyFormat::Form && !sample.is_object() {
             return Err("template.body: form data needs a JSON object of fields".to_owned());
@@ -124,7 +128,12 @@ pub fn check_compose(url_template: &str, spec: &ComposeSpec) -> Result<Vec<Strin
     Ok(warnings)
 }
 
-pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
+/// Renders the template for one delivery. Each part is bounded as it is
+/// built (the URL by `MAX_RENDERED_URL`, the headers together by
+/// `MAX_RENDERED_HEADERS`, the body by `max_body`, form-encoded or not):
+/// past a bound the attempt fails with the part named, and no more is built.
+pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest, max_body: usize) -> Result<(), String> {
+    let too_large = |part: &str, limit: usize| format!("compose: {part} rendered to more than {limit} bytes");
     let spec = due.webhook.options.template.clone().unwrap_or_default();
     let payload = payload_value(due);
     let context = Context {
@@ -136,10 +145,17 @@ pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
     // Templates were parsed when saved; one that no longer parses is sent
     // as written rather than dropped.
     if let Ok(url) = template::parse(&due.webhook.url, false) {
-        request.url = url.render_url(&context);
+        request.url = url.render_url(&context, MAX_RENDERED_URL).map_err(|e| too_large("the url", e.limit))?;
     }
+    let mut header_room = MAX_RENDERED_HEADERS;
     for (name, value) in &spec.headers {
-        let rendered = template::parse(value, false).map(|t| t.render_header(&context)).unwrap_or_default();
+        let rendered = match template::parse(value, false) {
+            Ok(t) => t
+                .render_header(&context, header_room)
+                .map_err(|_| too_large("the headers", MAX_RENDERED_HEADERS))?,
+            Err(_) => String::new(),
+        };
+        header_room = header_room.saturating_sub(name.len() + rendered.len());
         if let (Ok(name), Ok(value)) =
             (HeaderName::try_from(name.as_str()), HeaderValue::from_bytes(rendered.as_bytes()))
         {
@@ -152,14 +168,20 @@ pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
         ComposeMethod::PUT => Method::PUT,
     };
     let body = match (&spec.body, spec.method) {
-        (Some(body), ComposeMethod::POST | ComposeMethod::PUT) => {
-            template::parse(body, true).map(|t| t.render_json(&context)).unwrap_or_default()
-        }
+        (Some(body), ComposeMethod::POST | ComposeMethod::PUT) => match template::parse(body, true) {
+            Ok(t) => t.render_json(&context, max_body).map_err(|e| too_large("the body", e.limit))?,
+            Err(_) => String::new(),
+        },
         _ => String::new(),
     };
     if spec.body_format == BodyFormat::Form && !body.is_empty() {
         let fields = serde_json::from_str::<Value>(&body).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default();
+        drop(body);
+        // Percent-encoding can triple the JSON's size.
         let form = template::form_encode(&fields);
+        if form.len() > max_body {
+            return Err(too_large("the form body", max_body));
+        }
         business::sign_and_attach(due, request, form);
         for (name, value) in request.headers.iter_mut() {
             if *name == http::header::CONTENT_TYPE {
@@ -172,4 +194,5 @@ pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest) {
     } else {
         business::sign_and_attach(due, request, body);
     }
+    Ok(())
 }

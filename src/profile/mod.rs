@@ -21,6 +21,12 @@ use crate::model::{DueDelivery, Timestamp, Webhook};
 use crate::retry::RetryPolicy;
 use crate::signing;
 
+/// The longest URL a `compose` template may render to: receivers' servers
+/// commonly refuse longer ones.
+pub const MAX_RENDERED_URL: usize = 8 * 1024;
+/// The most a `compose` template's headers may render to, all together.
+pub const MAX_RENDERED_HEADERS: usize = 16 * 1024;
+
 /// The user agent Herald sends unless a profile or webhook says otherwise.
 pub const USER_AGENT: &str = concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION"));
 
@@ -126,7 +132,10 @@ impl Profile {
     /// webhook's custom headers come first; the profile's own headers
     /// (content type, signature) are added after and cannot be overridden,
     /// since `api::webhooks` refuses custom headers with those names.
-    pub fn render(self, due: &DueDelivery, now: Timestamp) -> OutgoingRequest {
+    /// Fails only for a `compose` template whose rendering passes its
+    /// limits (`MAX_RENDERED_URL`, `MAX_RENDERED_HEADERS`, `max_body`);
+    /// every other profile's request is the payload's size plus an envelope.
+    pub fn render(self, due: &DueDelivery, now: Timestamp, max_body: usize) -> Result<OutgoingRequest, String> {
         let mut request = OutgoingRequest {
             method: Method::POST,
             url: due.webhook.url.clone(),
@@ -144,12 +153,12 @@ impl Profile {
         match self {
             Profile::Standard => standard::render(due, now, &mut request),
             Profile::Business => business::render(due, &mut request),
-            Profile::Compose => compose::render(due, &mut request),
+            Profile::Compose => compose::render(due, &mut request, max_body)?,
             Profile::ViberBot => viber_bot::render(due, &mut request),
             Profile::Routee => routee::render(due, &mut request),
             Profile::Wwebjs => wwebjs::render(due, &mut request),
         }
-        request
+        Ok(request)
     }
 }
 

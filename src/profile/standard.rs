@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn envelope_headers_and_signature() {
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let request = Profile::Standard.render(&due(secret, None), Timestamp(1_614_265_330_999));
+        let request = Profile::Standard.render(&due(secret, None), Timestamp(1_614_265_330_999), usize::MAX).unwrap();
         let body = std::str::from_utf8(&request.body).unwrap();
         assert_eq!(
             body,
@@ -112,9 +112,9 @@ mod tests {
         let old = signing::generate_secret();
         let previous = Some(RetiringSecret { secret: old.clone(), expires_at: Timestamp(2_000) });
         let d = due(&signing::generate_secret(), previous);
-        let during = Profile::Standard.render(&d, Timestamp(1_000));
+        let during = Profile::Standard.render(&d, Timestamp(1_000), usize::MAX).unwrap();
         assert_eq!(during.header("webhook-signature").unwrap().split(' ').count(), 2);
-        let after = Profile::Standard.render(&d, Timestamp(2_000));
+        let after = Profile::Standard.render(&d, Timestamp(2_000), usize::MAX).unwrap();
         assert_eq!(after.header("webhook-signature").unwrap().split(' ').count(), 1);
     }
 }
