@@ -100,6 +100,13 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
             StoreError::Invalid(message) => ApiError::invalid_field(message),
             StoreError::Closed => ApiError::new(ErrorCode::Unavailable, "herald is shutting down"),
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "store unavailable");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("the database is unavailable ({why}); nothing was stored, try again"),
+                )
+            }
             StoreError::Internal(err) => {
                 // Logged once here; the caller sees an opaque message.
                 tracing::error!(error = %err, "store error");

@@ -284,7 +284,10 @@ mod tests {
             "https://www.domain.com/ack/receive?id=a418&mobile=9190199xxxxx&status=read"
         );
         let url = parse("https://www.domain.com/ack/receive?id=@{{id}}", false).unwrap();
-        assert_eq!(url.render_url(&context(&payload), usize::MAX).unwrap(), "https://www.domain.com/ack/receive?id=evt_1");
+        assert_eq!(
+            url.render_url(&context(&payload), usize::MAX).unwrap(),
+            "https://www.domain.com/ack/receive?id=evt_1"
+        );
         let body = parse(
             r#"{"id": "@{{payload.id}}", "mobile": "@{{payload.mobile}}", "message_status": "@{{payload.status}}", "read_at": "@{{payload.read_at}}"}"#,
             true,
@@ -314,7 +317,10 @@ mod tests {
         assert!(rendered.get("admin").is_none());
         let header = parse("Bearer @{{payload.evil}}", false).unwrap().render_header(&ctx, usize::MAX).unwrap();
         assert!(!header.contains('\r') && !header.contains('\n'));
-        let url = parse("https://h/p?q=@{{payload.evil}}&n=@{{payload.n}}", false).unwrap().render_url(&ctx, usize::MAX).unwrap();
+        let url = parse("https://h/p?q=@{{payload.evil}}&n=@{{payload.n}}", false)
+            .unwrap()
+            .render_url(&ctx, usize::MAX)
+            .unwrap();
         let parsed = url::Url::parse(&url).unwrap();
         let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
         assert_eq!(

@@ -86,9 +86,8 @@ pub async fn list(
 /// `dlv_` and a ULID in upper case, as `model::new_id_at` writes them (a
 /// lower-case spelling parses too, but sorts elsewhere as text).
 fn is_delivery_id(text: &str) -> bool {
-    text.strip_prefix("dlv_").is_some_and(|ulid| {
-        !ulid.bytes().any(|b| b.is_ascii_lowercase()) && ulid::Ulid::from_string(ulid).is_ok()
-    })
+    text.strip_prefix("dlv_")
+        .is_some_and(|ulid| !ulid.bytes().any(|b| b.is_ascii_lowercase()) && ulid::Ulid::from_string(ulid).is_ok())
 }
 
 pub async fn get(

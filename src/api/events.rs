@@ -50,7 +50,10 @@ impl EventIn {
         }
         check_payload(self.payload.get()).map_err(|problem| {
             let event = self.id.as_deref().map(|id| format!(" (event `{id}`)")).unwrap_or_default();
-            ApiError::invalid_field(format!("{}payload{event}: cannot be stored and delivered exactly: {problem}", at()))
+            ApiError::invalid_field(format!(
+                "{}payload{event}: cannot be stored and delivered exactly: {problem}",
+                at()
+            ))
         })?;
         let timestamp = match &self.timestamp {
             Some(text) => Some(Timestamp::parse_rfc3339(text).ok_or_else(|| {
@@ -210,7 +213,11 @@ mod tests {
         // The edge: what `serde_json::Value` takes, the check takes.
         for depth in [127, 128, 129] {
             let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-            assert_eq!(check_payload(&text).is_ok(), serde_json::from_str::<serde_json::Value>(&text).is_ok(), "{depth}");
+            assert_eq!(
+                check_payload(&text).is_ok(),
+                serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+                "{depth}"
+            );
         }
     }
 }

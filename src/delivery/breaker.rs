@@ -4,6 +4,11 @@
 //! their attempts. Then one delivery goes as a probe: success closes the
 //! breaker, failure reopens it with twice the cooldown. A receiver that is
 //! down is not hammered, and its retries do not crowd out healthy ones.
+//!
+//! Only a probe's failure lengthens the cooldown. Sends already on their
+//! way when the breaker opened fail too, but they say nothing new: counted
+//! as failed probes, the sixteen of a busy lane had turned a one-second
+//! blip into five minutes of silence.
 
 use std::time::Duration;
 
@@ -85,20 +90,32 @@ impl Breaker {
         self.failures_in_a_row == 0 && self.open_until.is_none()
     }
 
-    /// Feeds one attempt's outcome.
-    pub fn record(&mut self, success: bool, now: Timestamp, clock: &dyn Clock) {
+    /// Feeds one attempt's outcome; `is_probe` when it was the probe this
+    /// breaker let through.
+    pub fn record(&mut self, success: bool, is_probe: bool, now: Timestamp, clock: &dyn Clock) {
         if success {
             *self = Breaker::default();
             return;
         }
         self.failures_in_a_row += 1;
-        if self.probing || self.open_until.is_some() {
-            // A failed probe: longer cooldown.
-            self.probing = false;
-            self.cooldown = (self.cooldown * 2).min(MAX_COOLDOWN);
-            self.open_until = Some(clock.after(now, self.cooldown));
-        } else if self.failures_in_a_row >= FAILURES_TO_OPEN {
-            self.open_until = Some(clock.after(now, self.cooldown));
+        match self.open_until {
+            None if self.failures_in_a_row >= FAILURES_TO_OPEN => {
+                self.open_until = Some(clock.after(now, self.cooldown));
+            }
+            None => {}
+            Some(_) if is_probe => {
+                // The probe failed: the receiver is still down; wait longer.
+                self.probing = false;
+                self.cooldown = (self.cooldown * 2).min(MAX_COOLDOWN);
+                self.open_until = Some(clock.after(now, self.cooldown));
+            }
+            Some(until) if now >= until && !self.probing => {
+                // Sent after the cooldown ended, before any probe: as good
+                // as one, but not counted as one, so the wait is not longer.
+                self.open_until = Some(clock.after(now, self.cooldown));
+            }
+            // Sent before the breaker opened: old news.
+            Some(_) => {}
         }
     }
 }
@@ -113,38 +130,78 @@ mod tests {
         let clock = ManualClock::new(Timestamp(0));
         let mut breaker = Breaker::default();
         for _ in 0..4 {
-            breaker.record(false, Timestamp(0), &clock);
+            breaker.record(false, false, Timestamp(0), &clock);
             assert_eq!(breaker.allowance(Timestamp(0)), Allowance::Any);
         }
-        breaker.record(false, Timestamp(0), &clock);
+        breaker.record(false, false, Timestamp(0), &clock);
         assert_eq!(breaker.allowance(Timestamp(999)), Allowance::Nothing(Some(Timestamp(1000))));
         assert!(!breaker.lets_through(Timestamp(999), false));
         assert_eq!(breaker.allowance(Timestamp(1000)), Allowance::Probe);
         breaker.probe_claimed();
         assert_eq!(breaker.allowance(Timestamp(1000)), Allowance::Nothing(None));
-        breaker.record(false, Timestamp(1000), &clock);
+        breaker.record(false, true, Timestamp(1000), &clock);
         assert_eq!(breaker.allowance(Timestamp(2999)), Allowance::Nothing(Some(Timestamp(3000))));
         assert_eq!(breaker.allowance(Timestamp(3000)), Allowance::Probe);
         breaker.probe_claimed();
-        breaker.record(true, Timestamp(3000), &clock);
+        breaker.record(true, true, Timestamp(3000), &clock);
         assert_eq!(breaker.allowance(Timestamp(3000)), Allowance::Any);
         assert!(breaker.is_idle());
     }
 
+    /// The README's numbers: 1 s, then doubling, capped at five minutes.
     #[test]
-    fn the_cooldown_is_capped() {
+    fn each_failed_probe_doubles_the_cooldown_up_to_five_minutes() {
         let clock = ManualClock::new(Timestamp(0));
         let mut breaker = Breaker::default();
-        let mut now = Timestamp(0);
-        for _ in 0..40 {
-            breaker.record(false, now, &clock);
-            if let Allowance::Nothing(Some(until)) = breaker.allowance(now) {
-                assert!(until.0 - now.0 <= MAX_COOLDOWN.as_millis() as i64);
-                now = until;
-            }
-            if breaker.allowance(now) == Allowance::Probe {
-                breaker.probe_claimed();
-            }
+        for _ in 0..5 {
+            breaker.record(false, false, Timestamp(0), &clock);
         }
+        let mut now = Timestamp(0);
+        let mut cooldowns = Vec::new();
+        for _ in 0..12 {
+            let Allowance::Nothing(Some(until)) = breaker.allowance(now) else {
+                panic!("the breaker should be open at {now:?}: {breaker:?}");
+            };
+            cooldowns.push((until.0 - now.0) / 1000);
+            now = until;
+            assert_eq!(breaker.allowance(now), Allowance::Probe);
+            breaker.probe_claimed();
+            breaker.record(false, true, now, &clock);
+        }
+        assert_eq!(cooldowns, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
+
+    /// Hardening #8: sends in flight when the breaker opened each counted
+    /// as a failed probe and doubled the wait (a 1 s blip became 299 s).
+    #[test]
+    fn failures_of_sends_started_before_the_breaker_opened_do_not_lengthen_it() {
+        let clock = ManualClock::new(Timestamp(0));
+        let mut breaker = Breaker::default();
+        for _ in 0..5 {
+            breaker.record(false, false, Timestamp(0), &clock);
+        }
+        // Eleven more of a full lane come back failed, still inside the cooldown.
+        for i in 0..11 {
+            breaker.record(false, false, Timestamp(10 * i), &clock);
+        }
+        assert_eq!(breaker.allowance(Timestamp(500)), Allowance::Nothing(Some(Timestamp(1000))));
+        assert_eq!(breaker.allowance(Timestamp(1000)), Allowance::Probe);
+        breaker.probe_claimed();
+        // A late one while the probe is out changes nothing either.
+        breaker.record(false, false, Timestamp(1001), &clock);
+        assert_eq!(breaker.allowance(Timestamp(1001)), Allowance::Nothing(None));
+        breaker.record(true, true, Timestamp(1002), &clock);
+        assert_eq!(breaker.allowance(Timestamp(1002)), Allowance::Any);
+    }
+
+    #[test]
+    fn a_send_after_the_cooldown_that_fails_reopens_for_the_same_cooldown() {
+        let clock = ManualClock::new(Timestamp(0));
+        let mut breaker = Breaker::default();
+        for _ in 0..5 {
+            breaker.record(false, false, Timestamp(0), &clock);
+        }
+        breaker.record(false, false, Timestamp(1500), &clock);
+        assert_eq!(breaker.allowance(Timestamp(1500)), Allowance::Nothing(Some(Timestamp(2500))));
     }
 }

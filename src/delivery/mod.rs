@@ -23,6 +23,7 @@ mod attempt;
 mod breaker;
 mod recorder;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -155,6 +156,9 @@ pub struct Engine {
     to_record: mpsc::UnboundedSender<Finished>,
     /// The recorder's end, taken when `run` starts it.
     recorder_inbox: Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
+    /// The recorder's last commit failed: no new attempt starts until it
+    /// succeeds, so the attempts waiting to be recorded stay bounded.
+    recording_stalled: AtomicBool,
 }
 
 /// An attempt made (or put off by an open circuit breaker), waiting to be
@@ -181,6 +185,7 @@ impl Engine {
             admission: Arc::default(),
             tasks: TaskTracker::new(),
             recorded: broadcast::channel(1024).0,
+            recording_stalled: AtomicBool::new(false),
         })
     }
 
@@ -319,13 +324,30 @@ impl Engine {
 
     /// Claims what is due now and starts sending it.
     pub async fn dispatch_due(self: &Arc<Self>) -> anyhow::Result<Dispatched> {
+        if self.recording_stalled.load(Ordering::Acquire) {
+            // The recorder wakes the loop once it can commit again.
+            return Ok(Dispatched { claimed: 0, next_wake: None, more_now: false });
+        }
         let now = self.clock.now();
         let Plan { wants, next_wake, probes } = self.plan(now, true);
         if wants.is_empty() {
             return Ok(Dispatched { claimed: 0, next_wake, more_now: false });
         }
         let lease_until = Timestamp(now.0.saturating_add(self.config.lease.as_millis() as i64));
-        let batches = self.store.claim_due(now, lease_until, wants).await?;
+        let batches = match self.store.claim_due(now, lease_until, wants).await {
+            Ok(batches) => batches,
+            Err(err) => {
+                // The probes planned were never sent: without this, their
+                // breakers would wait for them forever.
+                let mut schedule = self.schedule.lock().unwrap();
+                for webhook_id in &probes {
+                    if let Some(breaker) = schedule.breakers.get_mut(webhook_id) {
+                        breaker.probe_unused();
+                    }
+                }
+                return Err(err.into());
+            }
+        };
         let mut claimed = 0;
         let mut more_now = next_wake.is_some_and(|w| w <= now);
         for batch in batches {
@@ -492,7 +514,7 @@ impl Engine {
                 let record = Box::pin(perform(&self.outbound, &*self.clock, &due, sample, max_body)).await;
                 // A request that could not be built says nothing of the receiver.
                 if record.attempt.error_class != Some(ErrorClass::Render) {
-                    self.feed_breaker(&due.webhook.id, record.next == NextStep::Success);
+                    self.feed_breaker(&due.webhook.id, record.next == NextStep::Success, is_probe);
                 }
                 Some(record)
             }
@@ -522,14 +544,14 @@ impl Engine {
         schedule.breakers.get(webhook_id).is_none_or(|b| b.lets_through(self.clock.now(), is_probe))
     }
 
-    fn feed_breaker(&self, webhook_id: &str, success: bool) {
+    fn feed_breaker(&self, webhook_id: &str, success: bool, is_probe: bool) {
         let mut schedule = self.schedule.lock().unwrap();
         if success && !schedule.breakers.contains_key(webhook_id) {
             return;
         }
         let breaker = schedule.breakers.entry(webhook_id.to_owned()).or_default();
         let before = breaker.allowance(self.clock.now());
-        breaker.record(success, self.clock.now(), &*self.clock);
+        breaker.record(success, is_probe, self.clock.now(), &*self.clock);
         let changed = breaker.allowance(self.clock.now()) != before;
         if breaker.is_idle() {
             schedule.breakers.remove(webhook_id);
@@ -560,7 +582,9 @@ impl Engine {
                 Ok(step) => step.next_wake,
                 Err(err) => {
                     tracing::error!(error = %err, "claiming due deliveries failed");
-                    Some(self.clock.after(self.clock.now(), Duration::from_secs(1)))
+                    // A real second, unscaled: the store's trouble is not on
+                    // the retry schedule's time.
+                    Some(Timestamp(self.clock.now().0.saturating_add(1000)))
                 }
             };
             let sleep = async {

@@ -1,20 +1,29 @@
 //! The recorder: finished attempts, committed to the store in batches.
 //! Hundreds of attempts share one commit (and its fsync) under load, so the
 //! commit rate falls as the load rises; when little is being sent, each
-//! goes at once.
+//! goes at once. A commit that fails (the file locked by another process,
+//! a full disk) is tried again, with backoff, until it succeeds: its
+//! deliveries stay held meanwhile, and the engine starts no new attempt, so
+//! nothing is stranded and nothing is sent that could not be recorded.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, Finished};
-use crate::model::{DeliveryKey, NextStep, Timestamp};
+use crate::model::{AttemptRecord, DeliveryKey, NextStep, Timestamp};
 
 /// Attempts recorded in one commit, at most.
 const RECORD_BATCH: usize = 512;
 /// How long a finished attempt may wait for its batch to fill.
 const RECORD_WAIT_MS: i64 = 50;
+/// The first wait before a failed commit is tried again; it doubles up to
+/// `STORE_RETRY_MAX_MS`. Real milliseconds: a lock or a disk frees up on
+/// its own time, not on the retry schedule's.
+const STORE_RETRY_FIRST_MS: i64 = 100;
+const STORE_RETRY_MAX_MS: i64 = 5_000;
 
 impl Engine {
     /// Records finished attempts in batches. Under load a batch fills up to
@@ -42,7 +51,7 @@ impl Engine {
                     batch.push(finished);
                 }
                 if !batch.is_empty() {
-                    self.record_batch(std::mem::take(&mut batch)).await;
+                    self.record_batch(std::mem::take(&mut batch), &stop).await;
                 }
                 return;
             };
@@ -68,7 +77,7 @@ impl Engine {
                     _ = stop.cancelled() => break,
                 }
             }
-            self.record_batch(std::mem::take(&mut batch)).await;
+            self.record_batch(std::mem::take(&mut batch), &stop).await;
         }
     }
 
@@ -77,7 +86,7 @@ impl Engine {
         self.config.max_in_flight - self.slots.available_permits()
     }
 
-    async fn record_batch(&self, batch: Vec<Finished>) {
+    async fn record_batch(&self, batch: Vec<Finished>, stop: &CancellationToken) {
         let mut dues = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
         let (mut put_off, mut waiting, mut retries) = (Vec::new(), Vec::new(), Vec::new());
@@ -99,26 +108,54 @@ impl Engine {
             }
             dues.push(due);
         }
-        // Copies only when someone watches the feed (tests, live views).
-        let watched = (self.recorded.receiver_count() > 0).then(|| records.clone());
-        let n = dues.len();
-        match self.store.record_attempts(records, put_off, self.clock.now()).await {
-            Ok(()) => {
-                for (webhook_id, at) in &retries {
-                    self.mark_due([webhook_id.as_str()], *at);
-                }
-                if !waiting.is_empty() {
-                    // Still due: the plan holds them back while the breaker is open.
-                    self.mark_due(waiting.iter().map(String::as_str), self.clock.now());
-                }
-                for record in watched.into_iter().flatten() {
-                    let _ = self.recorded.send(record);
+        let records = Arc::new(records);
+        if self.commit_records(&records, &put_off, stop).await {
+            for (webhook_id, at) in &retries {
+                self.mark_due([webhook_id.as_str()], *at);
+            }
+            if !waiting.is_empty() {
+                // Still due: the plan holds them back while the breaker is open.
+                self.mark_due(waiting.iter().map(String::as_str), self.clock.now());
+            }
+            if self.recorded.receiver_count() > 0 {
+                for record in records.iter() {
+                    let _ = self.recorded.send(record.clone());
                 }
             }
-            // The deliveries stay leased; they are attempted again at the
-            // next start.
-            Err(err) => tracing::error!(n, error = %err, "could not record attempts"),
         }
         self.release(&dues);
+    }
+
+    /// Commits one batch, trying again after a failure (with backoff, on
+    /// the clock, so tests drive it) until it succeeds. Returns false only
+    /// when shutdown came first: the deliveries then stay leased in the
+    /// store and are attempted again at the next start.
+    async fn commit_records(
+        &self,
+        records: &Arc<Vec<AttemptRecord>>,
+        put_off: &[DeliveryKey],
+        stop: &CancellationToken,
+    ) -> bool {
+        let mut wait_ms = STORE_RETRY_FIRST_MS;
+        loop {
+            let failed = match self.store.record_attempts(records.clone(), put_off.to_vec(), self.clock.now()).await {
+                Ok(()) => break,
+                Err(err) => err,
+            };
+            // New attempts wait until their results can be recorded.
+            self.recording_stalled.store(true, Ordering::Release);
+            tracing::error!(n = records.len() + put_off.len(), error = %failed, retry_in_ms = wait_ms, "could not record attempts");
+            let retry = self.clock.sleep_until(Timestamp(self.clock.now().0.saturating_add(wait_ms)));
+            tokio::select! {
+                _ = retry => {}
+                _ = stop.cancelled() => return false,
+            }
+            wait_ms = (wait_ms * 2).min(STORE_RETRY_MAX_MS);
+        }
+        if self.recording_stalled.swap(false, Ordering::AcqRel) {
+            tracing::info!("recording attempts again");
+            self.wake.notify_one();
+        }
+        true
     }
 }

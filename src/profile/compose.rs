@@ -150,9 +150,9 @@ pub(super) fn render(due: &DueDelivery, request: &mut OutgoingRequest, max_body:
     let mut header_room = MAX_RENDERED_HEADERS;
     for (name, value) in &spec.headers {
         let rendered = match template::parse(value, false) {
-            Ok(t) => t
-                .render_header(&context, header_room)
-                .map_err(|_| too_large("the headers", MAX_RENDERED_HEADERS))?,
+            Ok(t) => {
+                t.render_header(&context, header_room).map_err(|_| too_large("the headers", MAX_RENDERED_HEADERS))?
+            }
             Err(_) => String::new(),
         };
         header_room = header_room.saturating_sub(name.len() + rendered.len());

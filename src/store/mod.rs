@@ -28,6 +28,11 @@ pub enum StoreError {
     Invalid(String),
     #[error("the store is closed")]
     Closed,
+    /// The database cannot be written just now (locked by another process
+    /// past the busy timeout, a full disk, an I/O error): nothing was
+    /// written, and the same write may well succeed later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -149,9 +154,11 @@ pub trait Store: Send + Sync + 'static {
     async fn due_webhooks(&self) -> StoreResult<Vec<(String, Timestamp)>>;
     /// Records attempts and each delivery's next step, and hands back
     /// `put_off` deliveries (claimed but not sent) unchanged, in one commit.
+    /// The records are shared so that a caller can try again after an
+    /// `Unavailable` without copying them first.
     async fn record_attempts(
         &self,
-        records: Vec<AttemptRecord>,
+        records: std::sync::Arc<Vec<AttemptRecord>>,
         put_off: Vec<DeliveryKey>,
         now: Timestamp,
     ) -> StoreResult<()>;

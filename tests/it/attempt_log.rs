@@ -58,17 +58,21 @@ async fn a_delivery_s_attempts_read_first_to_last_with_the_first_in_its_row() {
     let (a, b) = (&all[0], &all[1]);
 
     store
-        .record_attempts(vec![record(&account, a, 1, 500, 11), record(&account, b, 1, 503, 12)], Vec::new(), NOW)
+        .record_attempts(
+            std::sync::Arc::new(vec![record(&account, a, 1, 500, 11), record(&account, b, 1, 503, 12)]),
+            Vec::new(),
+            NOW,
+        )
         .await
         .unwrap();
-    store.record_attempts(vec![record(&account, a, 2, 200, 21)], Vec::new(), NOW).await.unwrap();
+    store.record_attempts(std::sync::Arc::new(vec![record(&account, a, 2, 200, 21)]), Vec::new(), NOW).await.unwrap();
     assert_eq!(log_of(&store, &account, a).await, vec![entry(1, 500, 11), entry(2, 200, 21)]);
     let (delivery, _) = store.get_delivery(&account, a).await.unwrap().unwrap();
     assert_eq!((delivery.n_attempts, delivery.last_status_code), (2, Some(200)));
 
     // An engine that says "first" of a delivery the store has seen tried is
     // not believed: the attempt goes to the log as the second.
-    store.record_attempts(vec![record(&account, b, 1, 200, 22)], Vec::new(), NOW).await.unwrap();
+    store.record_attempts(std::sync::Arc::new(vec![record(&account, b, 1, 200, 22)]), Vec::new(), NOW).await.unwrap();
     assert_eq!(log_of(&store, &account, b).await, vec![entry(1, 503, 12), entry(1, 200, 22)]);
     let (delivery, _) = store.get_delivery(&account, b).await.unwrap().unwrap();
     assert_eq!(delivery.n_attempts, 2);
@@ -97,7 +101,7 @@ async fn a_first_attempt_recorded_before_migration_4_reads_before_the_attempts_a
     drop(conn);
 
     let store = SqliteStore::open(&path).unwrap();
-    store.record_attempts(vec![record(&account, &id, 2, 200, 23)], Vec::new(), NOW).await.unwrap();
+    store.record_attempts(std::sync::Arc::new(vec![record(&account, &id, 2, 200, 23)]), Vec::new(), NOW).await.unwrap();
     assert_eq!(log_of(&store, &account, &id).await, vec![entry(1, 500, 13), entry(2, 200, 23)]);
     assert_eq!(durations(&store, &account).await, vec![13, 23]);
 }

@@ -110,7 +110,7 @@ async fn a_delivery_released_behind_the_cursor_is_claimed_again() {
     // it is behind the cursor now.
     let released = ids(&all)[2].clone();
     let key = DeliveryKey { account_id, delivery_id: released.clone() };
-    store.record_attempts(Vec::new(), vec![key], NOW).await.unwrap();
+    store.record_attempts(Default::default(), vec![key], NOW).await.unwrap();
     held.remove(&released);
 
     let again = claim(&store, &held, all.cursor.clone(), 4).await;
@@ -162,7 +162,7 @@ async fn a_claim_carries_each_delivery_s_event_and_attempts_before_and_after_the
         },
         next: NextStep::RetryAt(NOW),
     };
-    store.record_attempts(vec![failed], Vec::new(), NOW).await.unwrap();
+    store.record_attempts(std::sync::Arc::new(vec![failed]), Vec::new(), NOW).await.unwrap();
     // (Deliveries made in one millisecond come in no particular order.)
     let retried = first.deliveries[0].event_id.clone();
     let expected: Vec<(String, String, String, u32)> = (0..3)

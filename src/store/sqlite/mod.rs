@@ -320,7 +320,7 @@ impl Store for SqliteStore {
 
     async fn record_attempts(
         &self,
-        records: Vec<AttemptRecord>,
+        records: std::sync::Arc<Vec<AttemptRecord>>,
         put_off: Vec<DeliveryKey>,
         now: Timestamp,
     ) -> StoreResult<()> {

@@ -19,7 +19,9 @@ const MAX_GROUP: usize = 512;
 const QUEUE_DEPTH: usize = 4096;
 
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// Runs on the open transaction, or with `None` when none could be begun
+/// (its completion then hears why).
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 
 pub struct Pool {
     writer: mpsc::Sender<Job>,
@@ -87,14 +89,16 @@ impl Pool {
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let result = run_in_savepoint(conn, job);
+            let result = conn.map(|conn| run_in_savepoint(conn, job));
             Box::new(move |committed: StoreResult<()>| {
                 let outcome = match (committed, result) {
-                    (Err(err), Ok(done)) => {
+                    (Err(err), Some(Ok(done))) => {
                         undo(done);
                         Err(err)
                     }
-                    (committed, result) => committed.and(result),
+                    (Err(err), _) => Err(err),
+                    (Ok(()), Some(result)) => result,
+                    (Ok(()), None) => Err(StoreError::Internal(anyhow::anyhow!("a job ran without a transaction"))),
                 };
                 let _ = reply.send(outcome);
             })
@@ -152,26 +156,28 @@ fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
-        if let Err(err) = began {
-            let message = err.to_string();
+        // Each caller hears what happened to its job: a lock held past
+        // the busy timeout or a full disk is `Unavailable`, so callers
+        // answer 503 and retry rather than report a shutdown.
+        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(error = %err, "sqlite: could not begin a transaction");
             for job in group.drain(..) {
-                drop(job);
+                job(None)(Err(classify(err.to_string(), &err)));
             }
-            tracing::error!(error = %message, "sqlite: could not begin a transaction");
             continue;
         }
         for job in group.drain(..) {
-            completions.push(job(&conn));
+            completions.push(job(Some(&conn)));
         }
         let committed = conn.execute_batch("COMMIT");
-        if committed.is_err() {
+        if let Err(err) = &committed {
+            tracing::error!(error = %err, "sqlite: commit failed");
             let _ = conn.execute_batch("ROLLBACK");
         }
         for completion in completions.drain(..) {
             let outcome = match &committed {
                 Ok(()) => Ok(()),
-                Err(err) => Err(StoreError::Internal(anyhow::anyhow!("commit failed: {err}"))),
+                Err(err) => Err(classify(format!("commit failed: {err}"), err)),
             };
             completion(outcome);
         }
@@ -179,5 +185,18 @@ fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
 }
 
 pub fn internal(err: rusqlite::Error) -> StoreError {
-    StoreError::Internal(err.into())
+    classify(err.to_string(), &err)
+}
+
+/// `Unavailable` for what another process or the machine causes and may
+/// clear by itself (busy, locked, full, I/O, read-only, cannot open);
+/// `Internal` for the rest.
+fn classify(message: String, err: &rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match err.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | ReadOnly | CannotOpen | OutOfMemory) => {
+            StoreError::Unavailable(message)
+        }
+        _ => StoreError::Internal(anyhow::anyhow!(message)),
+    }
 }
