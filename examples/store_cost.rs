@@ -119,7 +119,7 @@ async fn main() {
                 next: NextStep::Success,
             })
             .collect();
-        store.record_attempts(records.into(), Vec::new(), now).await.unwrap();
+        store.record_attempts(std::sync::Arc::new(records), Vec::new(), now).await.unwrap();
     }
     let events = batches * 100;
     let on_disk: u64 = ["herald.db", "herald.db-wal"]

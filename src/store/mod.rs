@@ -16,7 +16,7 @@ use crate::model::{
     NewEvent, Principal, Timestamp, Webhook,
 };
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -181,15 +181,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<crate::stats::WebhookSample>>;
 }
 
-/// Opens the store a `--database` URL names.
+/// Opens the store a `--database` URL names: `sqlite://PATH`, optionally
+/// with `?busy_timeout_ms=N`.
 pub fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-        return Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(path))?));
+    if let Some((path, query)) = sqlite_parts(url) {
+        let options = SqliteOptions::parse(query).map_err(|e| anyhow::anyhow!("database url `{url}`: {e}"))?;
+        return Ok(std::sync::Arc::new(SqliteStore::open_with(std::path::Path::new(path), options)?));
     }
     anyhow::bail!("unsupported database url `{url}`: expected sqlite://PATH")
 }
 
 /// The file a `--database` URL names, for files kept beside it.
 pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
-    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).map(std::path::PathBuf::from)
+    sqlite_parts(url).map(|(path, _)| std::path::PathBuf::from(path))
+}
+
+/// A `sqlite://` URL's path and its query (empty when it has none).
+fn sqlite_parts(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    Some(rest.split_once('?').unwrap_or((rest, "")))
 }

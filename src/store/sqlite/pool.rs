@@ -11,7 +11,7 @@ use anyhow::Context;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{StoreError, StoreResult};
+use super::{SqliteOptions, StoreError, StoreResult};
 
 /// The most jobs one commit carries; bounds a commit's latency.
 const MAX_GROUP: usize = 512;
@@ -27,6 +27,7 @@ pub struct Pool {
     writer: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
+    options: SqliteOptions,
 }
 
 /// Page cache of the writer connection, in KiB; readers keep SQLite's
@@ -35,7 +36,7 @@ const WRITER_CACHE_KIB: u32 = 8192;
 /// Read connections kept open between reads.
 const MAX_READERS: usize = 16;
 
-fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+fn open_connection(path: &Path, options: SqliteOptions) -> anyhow::Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("opening sqlite database {}", path.display()))?;
     // WAL with synchronous=FULL: every commit is fsync'd before it returns,
     // so a 202 means the event survives a crash or power loss. Statement
@@ -44,10 +45,10 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA busy_timeout = 10000;
          PRAGMA foreign_keys = OFF;
          PRAGMA temp_store = MEMORY;",
     )?;
+    conn.busy_timeout(std::time::Duration::from_millis(options.busy_timeout_ms.into()))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -55,19 +56,24 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
 impl Pool {
     /// Opens the database, runs `migrate` on the writer connection and
     /// starts the writer thread.
-    pub fn open(path: &Path, migrate: impl FnOnce(&mut Connection) -> anyhow::Result<()>) -> anyhow::Result<Pool> {
+    pub fn open(
+        path: &Path,
+        options: SqliteOptions,
+        migrate: impl FnOnce(&mut Connection) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Pool> {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        let mut conn = open_connection(path)?;
+        restrict_access(path)?;
+        let mut conn = open_connection(path, options)?;
         // The hot end of the tables stays out of pread.
         conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))?;
         migrate(&mut conn)?;
         let (writer, jobs) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new().name("herald-sqlite-writer".into()).spawn(move || write_loop(conn, jobs))?;
-        Ok(Pool { writer, readers: Mutex::new(Vec::new()), path: path.to_owned() })
+        Ok(Pool { writer, readers: Mutex::new(Vec::new()), path: path.to_owned(), options })
     }
 
     /// Runs `job` on the writer connection; returns once it is committed.
@@ -114,11 +120,11 @@ impl Pool {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let conn = self.readers.lock().unwrap().pop();
-        let path = self.path.clone();
+        let (path, options) = (self.path.clone(), self.options);
         let (conn, result) = tokio::task::spawn_blocking(move || {
             let conn = match conn {
                 Some(conn) => conn,
-                None => open_connection(&path).map_err(StoreError::Internal)?,
+                None => open_connection(&path, options).map_err(StoreError::Internal)?,
             };
             let result = job(&conn);
             Ok::<_, StoreError>((conn, result))
@@ -131,6 +137,34 @@ impl Pool {
         }
         result
     }
+}
+
+/// The database holds every webhook's signing secret, so only its owner
+/// may read it. A new file is created 0600 before SQLite opens it; SQLite
+/// gives its `-wal` and `-shm` files the main file's mode. Files an older
+/// Herald left readable by group or others lose those bits.
+fn restrict_access(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => return Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err).with_context(|| format!("creating {}", path.display())),
+    }
+    let beside = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    for file in [path.to_owned(), beside("-wal"), beside("-shm")] {
+        let Ok(meta) = std::fs::metadata(&file) else { continue };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & !0o077))
+                .with_context(|| format!("making {} private", file.display()))?;
+            tracing::warn!(file = %file.display(), "the database was readable by other users; now only its owner may");
+        }
+    }
+    Ok(())
 }
 
 fn run_in_savepoint<T>(conn: &Connection, job: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
