@@ -11,6 +11,7 @@ mod cli;
 mod compose;
 mod crash;
 mod delivery;
+mod hardening;
 mod ingest;
 mod profiles;
 mod retries;

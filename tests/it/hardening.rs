@@ -1,0 +1,371 @@
+//! Regression tests for what an outside attacker and a hostile environment
+//! found (the hardening issue): each test names the defect it guards and
+//! fails on the code that had it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{PATIENCE, Receiver, TestApp};
+
+#[track_caller]
+fn check_error(response: (StatusCode, Value), status: u16, code: &str, mentions: &str) {
+    let (got, body) = response;
+    assert_eq!(got.as_u16(), status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(mentions), "message {message:?} does not mention {mentions:?}");
+}
+
+/// Defect 1: `1e400`, a lone surrogate and deep nesting were accepted (202);
+/// reading the event back then panicked, and `wwebjs` delivered `null`.
+#[tokio::test]
+async fn payloads_that_cannot_be_read_back_exactly_are_refused_at_ingest() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    app.create_webhook(json!({"url": receiver.url, "profile": "wwebjs"})).await;
+    let token = Some(app.token.as_str());
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    for (payload, problem) in [
+        ("1e400", "number out of range"),
+        (r#"{"text": "\ud800"}"#, "hex escape"),
+        (r#"{"text": "\udc00 alone"}"#, "lone leading surrogate"),
+        (deep.as_str(), "recursion limit exceeded"),
+    ] {
+        let one = format!(r#"{{"type": "t", "id": "bad-1", "payload": {payload}}}"#);
+        let response = app.call_raw(Method::POST, "/v1/events", token, one).await;
+        check_error(response, 400, "invalid_field", "payload (event `bad-1`): cannot be stored");
+        let response = app.call_raw(Method::POST, "/v1/events", token, one_more(payload)).await;
+        check_error(response.clone(), 400, "invalid_field", "[1].payload");
+        check_error(response, 400, "invalid_field", problem);
+    }
+    // Nothing of any of them was stored.
+    assert_eq!(app.get("/v1/events/bad-1").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.get("/v1/deliveries").await.1["data"], json!([]));
+
+    // What a JSON value holds is taken, read back as sent and delivered.
+    let nested = format!("{}1{}", "[".repeat(120), "]".repeat(120));
+    let text = format!(r#"{{"big": 1.7976931348623157e308, "emoji": "\ud83d\ude00", "nested": {nested}}}"#);
+    let body = format!(r#"{{"type": "t", "id": "good-1", "payload": {text}}}"#);
+    assert_eq!(app.call_raw(Method::POST, "/v1/events", token, body).await.0, StatusCode::ACCEPTED);
+    let read_back = app.http.get(format!("{}/v1/events/good-1", app.base)).bearer_auth(&app.token).send().await;
+    let read_back = read_back.unwrap().text().await.unwrap();
+    assert!(read_back.contains(&format!(r#""payload":{text}"#)), "{read_back}");
+    let delivered = receiver.next().await.json();
+    let sent: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(delivered["data"], sent);
+    assert_eq!(delivered["data"]["emoji"], "😀");
+}
+
+/// A batch whose second event carries `payload`.
+fn one_more(payload: &str) -> String {
+    format!(r#"[{{"type": "t", "payload": {{}}}}, {{"type": "t", "payload": {payload}}}]"#)
+}
+
+/// Defect 2: PATCH skipped every check create makes.
+#[tokio::test]
+async fn an_update_is_checked_as_a_create_is() {
+    let app = TestApp::spawn_with(|config| config.allow_private_targets = false).await;
+    // A public address that no test ever sends to: nothing is ingested here.
+    let original = "http://100.128.0.1/hook";
+    let webhook = app.create_webhook(json!({"url": original, "description": "kept"})).await;
+    let path = format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap());
+    let patch = |body: Value| app.call(Method::PATCH, &path, &app.token, Some(body));
+    check_error(patch(json!({"url": "http://10.0.0.5/x"})).await, 400, "invalid_field", "not a public address");
+    check_error(patch(json!({"url": "file:///etc/passwd"})).await, 400, "invalid_field", "scheme must be http or https");
+    check_error(patch(json!({"url": "not a url"})).await, 400, "invalid_field", "url:");
+    let long = format!("http://100.128.0.1/{}", "a".repeat(100_000));
+    check_error(patch(json!({"url": long})).await, 400, "invalid_field", "at most 2048");
+    check_error(patch(json!({"profile": "compose"})).await, 400, "invalid_field", "needs a template");
+    check_error(
+        patch(json!({"profile": "compose", "template": {"body": "{\"id\": \"@{{payload.id\"}"}})).await,
+        400,
+        "invalid_field",
+        "template.body",
+    );
+    check_error(patch(json!({"description": "d".repeat(1001)})).await, 400, "invalid_field", "description");
+    check_error(patch(json!({"event_types": [""]})).await, 400, "invalid_field", "event_types");
+    // A compose URL template is bounded by its own length, not its sample's.
+    let template_url = format!("http://100.128.0.1/?{}", "@{{payload.id}}".repeat(200));
+    check_error(
+        patch(json!({"url": template_url, "profile": "compose", "template": {}})).await,
+        400,
+        "invalid_field",
+        "at most 2048",
+    );
+    // Nothing of it was stored.
+    let (_, stored) = app.get(&path).await;
+    assert_eq!((stored["url"].as_str(), stored["profile"].as_str()), (Some(original), Some("standard")));
+    assert_eq!(stored["description"], "kept");
+    // A valid update still goes through, and names what it changed.
+    let (status, updated) = patch(json!({"url": "https://100.128.0.2/new"})).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["url"], "https://100.128.0.2/new");
+}
+
+/// Defect 9: header values past ASCII went out as raw bytes.
+#[tokio::test]
+async fn custom_header_values_must_be_visible_ascii() {
+    let app = TestApp::spawn().await;
+    let url = "http://127.0.0.1:9/hook";
+    let refused = app.post("/v1/webhooks", json!({"url": url, "headers": {"X-A": "café"}})).await;
+    check_error(refused, 400, "invalid_field", "headers.X-A");
+    let webhook = app.create_webhook(json!({"url": url, "headers": {"X-A": "plain value\twith tab"}})).await;
+    assert_eq!(webhook["headers"]["x-a"], "plain value\twith tab");
+    let path = format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap());
+    let refused = app.call(Method::PATCH, &path, &app.token, Some(json!({"headers": {"X-B": "naïve"}}))).await;
+    check_error(refused, 400, "invalid_field", "headers.X-B");
+}
+
+/// Defect 9: `cursor=garbage` answered 200 with a page.
+#[tokio::test]
+async fn a_cursor_that_is_not_a_delivery_id_is_refused() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    app.create_webhook(json!({"url": receiver.url})).await;
+    for i in 0..3 {
+        app.send_event(json!({"type": "t", "id": format!("e{i}"), "payload": {}})).await;
+    }
+    let (_, first) = app.get("/v1/deliveries?limit=2").await;
+    let cursor = first["next_cursor"].as_str().expect("a second page").to_owned();
+    for bad in ["garbage", "dlv_", "dlv_0000", &cursor.to_lowercase(), &cursor.replace("dlv_", "evt_")] {
+        let (status, body) = app.get(&format!("/v1/deliveries?cursor={bad}")).await;
+        check_error((status, body), 400, "invalid_field", "cursor");
+    }
+    let (status, second) = app.get(&format!("/v1/deliveries?limit=2&cursor={cursor}")).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["data"].as_array().unwrap().len(), 1);
+    assert_eq!(second["next_cursor"], Value::Null);
+}
+
+/// Defect 3: a 7 KB template with a placeholder 300 times over a 400 KB
+/// value built a 114 MiB request.
+#[tokio::test]
+async fn a_compose_template_cannot_render_past_its_limits() {
+    let mut app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    let body = format!("[{}0]", "\"@{{payload.b}}\",".repeat(300));
+    let webhook = app
+        .create_webhook(json!({
+            "url": format!("{}?to=@{{{{payload.to}}}}", receiver.url),
+            "profile": "compose",
+            "template": {"body": body},
+        }))
+        .await;
+    let large = "x".repeat(400 * 1024);
+    app.send_event(json!({"type": "t", "id": "huge", "payload": {"b": large, "to": "1"}})).await;
+    let attempt = app.next_attempt().await;
+    assert_eq!(attempt.attempt.error_class, Some(herald::model::ErrorClass::Render));
+    assert_eq!(attempt.attempt.status_code, None);
+    assert_eq!(attempt.next, herald::model::NextStep::Failed);
+    let delivery = app.delivery_of("huge").await;
+    assert_eq!(delivery["status"], "failed");
+    assert_eq!(delivery["attempts"][0]["error_class"], "render");
+    let message = delivery["attempts"][0]["error_message"].as_str().unwrap();
+    assert_eq!(message, "compose: the body rendered to more than 1048576 bytes");
+
+    // The URL is bounded too (8 KiB), and the same webhook still delivers
+    // what fits: its breaker was not fed by what it never sent.
+    app.send_event(json!({"type": "t", "id": "long-url", "payload": {"b": "y", "to": "9".repeat(9000)}})).await;
+    let attempt = app.next_attempt().await;
+    assert_eq!(attempt.attempt.error_message.as_deref(), Some("compose: the url rendered to more than 8192 bytes"));
+    app.send_event(json!({"type": "t", "id": "small", "payload": {"b": "y", "to": "7"}})).await;
+    let request = receiver.next().await;
+    assert_eq!(request.uri.query(), Some("to=7"));
+    assert_eq!(request.json(), serde_json::from_str::<Value>(&format!("[{}0]", "\"y\",".repeat(300))).unwrap());
+    assert_eq!(app.next_attempt().await.next, herald::model::NextStep::Success);
+    assert!(receiver.drain().is_empty(), "only the event that fits was sent");
+    let (_, view) = app.get(&format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap())).await;
+    assert_eq!(view["circuit"]["state"], "closed");
+}
+
+/// Defect 6: `herald.db`, `-wal` and `-shm` were 0644 under umask 022.
+#[tokio::test]
+async fn the_database_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("private.db");
+    // The usual umask, whatever this process was started with (022 is what
+    // made the files world-readable).
+    // SAFETY: umask only swaps the process's file-creation mask.
+    unsafe { libc::umask(0o022) };
+    let url = format!("sqlite://{}", db.display());
+    let app = TestApp::spawn_with(|config| config.database = url).await;
+    app.create_webhook(json!({"url": "http://127.0.0.1:9/hook", "enabled": false})).await;
+    app.send_event(json!({"type": "t", "payload": {}})).await;
+    for name in ["private.db", "private.db-wal", "private.db-shm", "private.credentials.json"] {
+        let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+    }
+    drop(app);
+
+    // A file an older Herald left readable by others is made private.
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let url = format!("sqlite://{}", old.display());
+    let _app = TestApp::spawn_with(|config| config.database = url).await;
+    assert_eq!(std::fs::metadata(&old).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+/// A receiver that answers only when the test lets it: requests wait at a
+/// gate, so the test decides when their attempts finish.
+struct GatedReceiver {
+    url: String,
+    arrived: Arc<AtomicUsize>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl GatedReceiver {
+    async fn start() -> GatedReceiver {
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(tokio::sync::Semaphore::new(0));
+        let (count, gate) = (arrived.clone(), open.clone());
+        let app = axum::Router::new().fallback(move || {
+            let (count, gate) = (count.clone(), gate.clone());
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                gate.acquire().await.unwrap().forget();
+                StatusCode::OK
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        GatedReceiver { url, arrived, open }
+    }
+
+    async fn wait_for(&self, n: usize) {
+        tokio::time::timeout(PATIENCE, async {
+            while self.arrived.load(Ordering::SeqCst) < n {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the receiver did not get the requests in time");
+    }
+}
+
+/// Defect 7: with the file locked past the busy timeout, the recorder
+/// dropped the attempts and their deliveries stayed pending until a
+/// restart; ingest answered "herald is shutting down".
+#[tokio::test]
+async fn attempts_made_while_the_database_is_locked_are_recorded_once_it_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("herald.db");
+    let url = format!("sqlite://{}?busy_timeout_ms=100", db.display());
+    let mut app = TestApp::spawn_with(|config| config.database = url).await;
+    let receiver = GatedReceiver::start().await;
+    app.create_webhook(json!({"url": receiver.url})).await;
+    let events: Vec<Value> = (0..8).map(|i| json!({"type": "t", "id": format!("e{i}"), "payload": {"i": i}})).collect();
+    let (status, _) = app.post("/v1/events", Value::Array(events)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    receiver.wait_for(8).await;
+
+    // Another process takes the write lock and keeps it.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    receiver.open.add_permits(8);
+    // Ingest says what is wrong, and stores nothing.
+    let refused = app.post("/v1/events", json!({"type": "t", "id": "during", "payload": {}})).await;
+    check_error(refused, 503, "unavailable", "database is locked");
+
+    // The lock goes; the recorder's next try (on the clock) commits all 8.
+    other.execute_batch("ROLLBACK").unwrap();
+    let mut recorded = 0;
+    tokio::time::timeout(PATIENCE, async {
+        while recorded < 8 {
+            app.clock.advance(Duration::from_secs(5));
+            if let Ok(attempt) = tokio::time::timeout(Duration::from_millis(200), app.next_attempt()).await {
+                assert_eq!(attempt.next, herald::model::NextStep::Success);
+                recorded += 1;
+            }
+        }
+    })
+    .await
+    .expect("the attempts were not recorded after the lock was released");
+    for i in 0..8 {
+        let delivery = app.delivery_of(&format!("e{i}")).await;
+        assert_eq!((delivery["status"].as_str(), delivery["n_attempts"].as_u64()), (Some("success"), Some(1)));
+    }
+    assert_eq!(app.get("/v1/events/during").await.0, StatusCode::NOT_FOUND);
+    // And Herald takes events again, without a restart.
+    app.send_event(json!({"type": "t", "id": "after", "payload": {}})).await;
+    receiver.wait_for(9).await;
+}
+
+/// A receiver that is down (503) until the test brings it up; while down,
+/// the first `burst` requests are all held until every one of them has
+/// arrived, so that all of them are in flight when the breaker opens.
+struct FlakyReceiver {
+    url: String,
+    up: Arc<AtomicBool>,
+    arrived: Arc<AtomicUsize>,
+}
+
+impl FlakyReceiver {
+    async fn start(burst: usize) -> FlakyReceiver {
+        let up = Arc::new(AtomicBool::new(false));
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(tokio::sync::Barrier::new(burst));
+        let (is_up, count) = (up.clone(), arrived.clone());
+        let app = axum::Router::new().fallback(move || {
+            let (is_up, count, barrier) = (is_up.clone(), count.clone(), barrier.clone());
+            async move {
+                if is_up.load(Ordering::SeqCst) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    return StatusCode::OK;
+                }
+                if count.fetch_add(1, Ordering::SeqCst) < burst {
+                    barrier.wait().await;
+                }
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FlakyReceiver { url, up, arrived }
+    }
+}
+
+/// Defect 8: the sends in flight when the breaker opened each counted as
+/// a failed probe and doubled its wait: a one-second blip during a burst
+/// left the breaker open for 299 s.
+#[tokio::test]
+async fn a_receiver_that_fails_for_a_second_gets_every_event_within_seconds() {
+    let mut app = TestApp::spawn_with(|config| config.engine.per_webhook_concurrency = 20).await;
+    let receiver = FlakyReceiver::start(20).await;
+    let webhook = app.create_webhook(json!({"url": receiver.url})).await;
+    let path = format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap());
+    let events: Vec<Value> = (0..20).map(|i| json!({"type": "t", "id": format!("b{i}"), "payload": {}})).collect();
+    let opened_at = app.now();
+    assert_eq!(app.post("/v1/events", Value::Array(events)).await.0, StatusCode::ACCEPTED);
+    // All 20 are in flight when the first answer comes back: all fail.
+    for _ in 0..20 {
+        assert_eq!(app.next_attempt().await.attempt.status_code, Some(503));
+    }
+    let (_, view) = app.get(&path).await;
+    assert_eq!(view["circuit"]["state"], "open", "{view}");
+    assert_eq!(view["circuit"]["failures_in_a_row"], 20);
+    let open_until = herald::model::Timestamp(opened_at.0 + 1000).to_rfc3339();
+    assert_eq!(view["circuit"]["open_until"], open_until, "one second, not lengthened by the sends in flight");
+
+    // The receiver is back a second later. Each delivery's first retry is
+    // due 10 s ± 20 % later; by then the breaker lets a probe through, and
+    // its success lets the rest through at once.
+    receiver.up.store(true, Ordering::SeqCst);
+    app.clock.advance(Duration::from_secs(13));
+    for _ in 0..20 {
+        assert_eq!(app.next_attempt().await.attempt.status_code, Some(200));
+    }
+    for i in 0..20 {
+        assert_eq!(app.delivery_of(&format!("b{i}")).await["status"], "success", "b{i}");
+    }
+    assert_eq!(receiver.arrived.load(Ordering::SeqCst), 40);
+    let (_, view) = app.get(&path).await;
+    assert_eq!(view["circuit"]["state"], "closed");
+}
