@@ -65,8 +65,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+/// Liveness, and whether finished attempts can be recorded: `degraded`
+/// while the store refuses the recorder's commits (a lock another process
+/// holds, a full disk), when no new attempt starts.
+async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<serde_json::Value> {
+    let stalled = state.engine.recording_stalled();
+    axum::Json(serde_json::json!({
+        "status": if stalled { "degraded" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "recorder": if stalled { "retrying: the database cannot be written" } else { "ok" },
+    }))
 }
 
 async fn not_found() -> ApiError {

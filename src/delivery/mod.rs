@@ -189,6 +189,11 @@ impl Engine {
         })
     }
 
+    /// The last commit of finished attempts failed and is being retried.
+    pub fn recording_stalled(&self) -> bool {
+        self.recording_stalled.load(Ordering::Acquire)
+    }
+
     /// A feed of attempts as they are recorded.
     pub fn subscribe(&self) -> broadcast::Receiver<AttemptRecord> {
         self.recorded.subscribe()

@@ -269,6 +269,14 @@ async fn attempts_made_while_the_database_is_locked_are_recorded_once_it_is_free
     let other = rusqlite::Connection::open(&db).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     receiver.open.add_permits(8);
+    // The recorder's commit fails; it says so, and keeps the attempts.
+    tokio::time::timeout(PATIENCE, async {
+        while app.call_raw(Method::GET, "/healthz", None, "").await.1["status"] != "degraded" {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("healthz never said that attempts cannot be recorded");
     // Ingest says what is wrong, and stores nothing.
     let refused = app.post("/v1/events", json!({"type": "t", "id": "during", "payload": {}})).await;
     check_error(refused, 503, "unavailable", "database is locked");
