@@ -109,6 +109,8 @@ pub trait Store: Send + Sync + 'static {
     async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<Principal>>;
 
     async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account>;
+    /// Adds a Viber bot auth token (by its hash) to an account.
+    async fn create_viber_bot_token(&self, account_id: &str, token_hash: &str, now: Timestamp) -> StoreResult<()>;
     async fn get_account(&self, account_id: &str) -> StoreResult<Option<Account>>;
     async fn set_strict_event_types(&self, account_id: &str, strict: bool) -> StoreResult<()>;
 

@@ -21,8 +21,8 @@ use rusqlite::{OptionalExtension, params};
 use self::claims::Found;
 use self::pool::{Pool, internal};
 use self::rows::{
-    DELIVERY_COLUMNS, DELIVERY_FROM, WEBHOOK_COLUMNS, delivery_from_row, find_delivery, finish_without_attempt, id_at,
-    insert_account, insert_token, load_webhooks, webhook_from_row, webhook_values,
+    API_TOKEN, DELIVERY_COLUMNS, DELIVERY_FROM, VIBER_BOT_TOKEN, WEBHOOK_COLUMNS, delivery_from_row, find_delivery,
+    finish_without_attempt, id_at, insert_account, insert_token, load_webhooks, webhook_from_row, webhook_values,
 };
 use self::writes::ingest_in;
 use super::{Admit, Bootstrap, ClaimWant, ClaimedBatch, Ingested, Store, StoreError, StoreResult};
@@ -35,8 +35,9 @@ use crate::stats::WebhookSample;
 
 pub struct SqliteStore {
     pool: Pool,
-    /// Tokens seen valid, by hash. Tokens are never revoked while Herald
-    /// runs, so a hit needs no trip to the database.
+    /// Tokens seen valid, by hash, with their kind (in the principal).
+    /// Tokens are never revoked while Herald runs, so a hit needs no trip
+    /// to the database.
     known_tokens: std::sync::Mutex<std::collections::HashMap<String, Principal>>,
 }
 
@@ -59,14 +60,14 @@ impl Store for SqliteStore {
                     Some(token) => {
                         // The configured token replaces any earlier operator token.
                         conn.execute("DELETE FROM tokens WHERE account_id IS NULL", [])?;
-                        insert_token(conn, &signing::token_hash(&token), None, now)?;
+                        insert_token(conn, &signing::token_hash(&token), None, API_TOKEN, now)?;
                     }
                     None => {
                         let n: i64 =
                             conn.query_row("SELECT COUNT(*) FROM tokens WHERE account_id IS NULL", [], |r| r.get(0))?;
                         if n == 0 {
                             let token = signing::generate_token();
-                            insert_token(conn, &signing::token_hash(&token), None, now)?;
+                            insert_token(conn, &signing::token_hash(&token), None, API_TOKEN, now)?;
                             outcome.generated_operator_token = Some(token);
                         }
                     }
@@ -92,13 +93,20 @@ impl Store for SqliteStore {
         let found = self
             .pool
             .read(move |conn| {
-                let found: Option<Option<String>> = conn
-                    .prepare_cached("SELECT account_id FROM tokens WHERE hash = ?1")?
-                    .query_row([hash], |r| r.get(0))
+                let found: Option<(Option<String>, String)> = conn
+                    .prepare_cached("SELECT account_id, kind FROM tokens WHERE hash = ?1")?
+                    .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                Ok(found.map(|account| match account {
-                    Some(id) => Principal::Account(id),
-                    None => Principal::Operator,
+                let Some((account, kind)) = found else { return Ok(None) };
+                Ok(Some(match (account, kind.as_str()) {
+                    (None, API_TOKEN) => Principal::Operator,
+                    (Some(id), API_TOKEN) => Principal::Account(id),
+                    (Some(id), VIBER_BOT_TOKEN) => Principal::ViberBot(id),
+                    (account, kind) => {
+                        return Err(StoreError::Internal(anyhow::anyhow!(
+                            "token of kind `{kind}` for account {account:?} is not one herald knows"
+                        )));
+                    }
                 }))
             })
             .await?;
@@ -115,6 +123,21 @@ impl Store for SqliteStore {
     async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account> {
         let (name, hash) = (name.to_owned(), token_hash.to_owned());
         self.pool.write(move |conn| Ok(insert_account(conn, &name, &hash, now)?)).await
+    }
+
+    async fn create_viber_bot_token(&self, account_id: &str, token_hash: &str, now: Timestamp) -> StoreResult<()> {
+        let (account_id, hash) = (account_id.to_owned(), token_hash.to_owned());
+        self.pool
+            .write(move |conn| {
+                let n: i64 =
+                    conn.query_row("SELECT COUNT(*) FROM accounts WHERE id = ?1", [&account_id], |r| r.get(0))?;
+                if n == 0 {
+                    return Err(StoreError::NotFound("account".into()));
+                }
+                insert_token(conn, &hash, Some(&account_id), VIBER_BOT_TOKEN, now)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn get_account(&self, account_id: &str) -> StoreResult<Option<Account>> {
