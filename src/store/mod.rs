@@ -97,6 +97,10 @@ pub struct Bootstrap {
     pub default_account: Option<(Account, String)>,
     /// The oldest account: the one a zero-configuration deployment uses.
     pub first_account_id: String,
+    /// Webhooks that sign with an API token, as `(account id, webhook id)`:
+    /// `/pa/set_webhook` stored the account's token so before bot tokens.
+    /// They keep signing with it; the operator is told to move them.
+    pub webhooks_keyed_by_api_tokens: Vec<(String, String)>,
 }
 
 #[async_trait]

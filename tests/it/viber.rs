@@ -343,3 +343,47 @@ async fn hardening_5_an_old_webhook_keyed_by_the_api_token_keeps_signing_but_is_
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(!body.to_string().contains(&app.token), "{body}");
 }
+
+/// Each start names the webhooks that still sign with an API token (from
+/// before bot tokens), so the operator is told to move them; a bot token's
+/// webhook is not among them.
+#[tokio::test]
+async fn hardening_5_a_start_names_the_webhooks_that_sign_with_an_api_token() {
+    use herald::model::Webhook;
+    use herald::profile::Profile;
+    use herald::signing::token_hash;
+    use herald::store::{SqliteStore, Store};
+
+    let now = crate::claims::NOW;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("herald.db")).unwrap();
+    let (account, api_token) = store.bootstrap(None, now).await.unwrap().default_account.unwrap();
+    store.create_viber_bot_token(&account.id, &token_hash("hrld_bot"), now).await.unwrap();
+    let webhook = |id: &str, profile: Profile, secret: &str| Webhook {
+        id: id.into(),
+        account_id: account.id.clone(),
+        url: "http://127.0.0.1:9/hook".into(),
+        description: String::new(),
+        event_types: None,
+        enabled: true,
+        headers: Default::default(),
+        profile,
+        options: Default::default(),
+        retry: None,
+        timeout_ms: None,
+        secret: secret.into(),
+        previous_secret: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_webhook(webhook("wh_old", Profile::ViberBot, &api_token)).await.unwrap();
+    store.create_webhook(webhook("wh_moved", Profile::Business, &api_token)).await.unwrap();
+    store.create_webhook(webhook("wh_bot", Profile::ViberBot, "hrld_bot")).await.unwrap();
+    store.create_webhook(webhook("wh_plain", Profile::Business, "s3cret")).await.unwrap();
+    store.create_webhook(webhook("wh_unsigned", Profile::Business, "")).await.unwrap();
+
+    let mut named = store.bootstrap(None, now).await.unwrap().webhooks_keyed_by_api_tokens;
+    named.sort();
+    let expected = vec![(account.id.clone(), "wh_moved".to_owned()), (account.id.clone(), "wh_old".to_owned())];
+    assert_eq!(named, expected);
+}

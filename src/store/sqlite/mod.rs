@@ -50,6 +50,25 @@ impl SqliteStore {
 /// Tokens remembered at most; past it the cache starts over.
 const MAX_KNOWN_TOKENS: usize = 10_000;
 
+/// Webhooks whose secret is an API token, as `(account id, webhook id)`.
+/// Tokens are kept hashed, so each secret is hashed here: a read of every
+/// webhook once per start, which is small beside the deliveries.
+fn webhooks_keyed_by_api_tokens(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut webhooks =
+        conn.prepare("SELECT account_id, id, secret FROM webhooks WHERE deleted = 0 AND secret <> ''")?;
+    let mut is_api_token = conn.prepare("SELECT 1 FROM tokens WHERE hash = ?1 AND kind = ?2")?;
+    let mut found = Vec::new();
+    let rows =
+        webhooks.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    for row in rows {
+        let (account_id, id, secret) = row?;
+        if is_api_token.exists(params![signing::token_hash(&secret), API_TOKEN])? {
+            found.push((account_id, id));
+        }
+    }
+    Ok(found)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn bootstrap(&self, operator_token: Option<String>, now: Timestamp) -> StoreResult<Bootstrap> {
@@ -80,6 +99,7 @@ impl Store for SqliteStore {
                 }
                 outcome.first_account_id =
                     conn.query_row("SELECT id FROM accounts ORDER BY created_at, id LIMIT 1", [], |r| r.get(0))?;
+                outcome.webhooks_keyed_by_api_tokens = webhooks_keyed_by_api_tokens(conn)?;
                 Ok(outcome)
             })
             .await
