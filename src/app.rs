@@ -34,6 +34,15 @@ impl Application {
         let bootstrap = store.bootstrap(config.admin_token.clone(), now).await.context("bootstrapping the database")?;
         // This node is the database's only user, so anything leased was in
         // flight when the previous process stopped: send it again now.
+        for (account_id, webhook_id) in &bootstrap.webhooks_keyed_by_api_tokens {
+            tracing::warn!(
+                account_id,
+                webhook_id,
+                "this webhook signs with an api token (as /pa/set_webhook did before viber bot tokens), which gives \
+                 whoever verifies it the account's whole api: make a token with POST /v1/viber/auth-tokens, register \
+                 it with /pa/set_webhook, switch the bot to it, then delete this webhook"
+            );
+        }
         let released = store.release_leases(now).await.context("releasing leases")?;
         if released > 0 {
             tracing::info!(released, "resuming deliveries that were in flight at the last stop");

@@ -206,11 +206,17 @@ pub struct Account {
     pub strict_event_types: bool,
 }
 
-/// Who a bearer token belongs to.
+/// Who a token belongs to, and so what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Operator,
+    /// An account's API token: all of `/v1` for that account.
     Account(String),
+    /// A Viber bot auth token of an account: good only for
+    /// `/pa/set_webhook`, and the key its bot's webhook signs with. The
+    /// bot's side holds it in clear (the SDK verifies with it), so it must
+    /// unlock nothing else.
+    ViberBot(String),
 }
 
 /// A signing secret that keeps signing beside the current one until

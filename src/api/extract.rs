@@ -13,7 +13,10 @@ use crate::error::{ApiError, ErrorCode};
 use crate::model::Principal;
 use crate::signing;
 
-/// Whoever the bearer token names: the operator or an account.
+/// Whoever the bearer token names: the operator or an account. A Viber bot
+/// token is refused here, so no `/v1` endpoint ever takes one: it is held
+/// in clear by the bot (it keys the callbacks' signatures) and must open
+/// nothing but `/pa/set_webhook`.
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {
@@ -26,6 +29,7 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::new(ErrorCode::Unauthorized, "missing `Authorization: Bearer <token>` header"));
         };
         match state.store.authenticate(&signing::token_hash(token)).await? {
+            Some(Principal::ViberBot(_)) => Err(viber_bot_token_refused()),
             Some(principal) => Ok(Caller(principal)),
             None => Err(ApiError::new(ErrorCode::Unauthorized, "unknown token")),
         }
@@ -45,8 +49,17 @@ impl FromRequestParts<AppState> for AccountCaller {
                 ErrorCode::Forbidden,
                 "the operator token manages accounts; use an account token for this endpoint",
             )),
+            // `Caller` has refused it already; said again so no change there can let it through.
+            Principal::ViberBot(_) => Err(viber_bot_token_refused()),
         }
     }
+}
+
+fn viber_bot_token_refused() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthorized,
+        "a viber bot auth token works only on /pa/set_webhook; use the account's api token for /v1",
+    )
 }
 
 /// A JSON body parsed into `T`.

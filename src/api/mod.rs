@@ -49,6 +49,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/webhooks/{id}/secret", get(webhooks::secret))
         .route("/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
         .route("/webhooks/{id}/test", post(webhooks::send_test))
+        .route("/viber/auth-tokens", post(viber::create_auth_token))
         .route("/events", post(events::ingest))
         .route("/events/{id}", get(events::get))
         .route("/egress", get(egress::get))

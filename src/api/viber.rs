@@ -1,17 +1,22 @@
 //! `POST /pa/set_webhook`: the Viber Bot API's webhook registration (seed
-//! 002), so a bot written for Viber can point at Herald unchanged. Auth is
-//! `X-Viber-Auth-Token` (an account token, which also keys the callbacks'
-//! signatures). Replies are always HTTP 200 with Viber's `status` codes.
+//! 002), so a bot written for Viber can point at Herald unchanged, and
+//! `POST /v1/viber/auth-tokens`, which makes the tokens it takes. Auth is
+//! `X-Viber-Auth-Token`: a bot auth token, never an API token, because the
+//! bot's side holds it in clear (the `viberbot` SDK verifies callbacks with
+//! it) and Herald keeps it in clear to sign with; so it opens nothing but
+//! this endpoint. Each bot token has its own webhook. Replies are always
+//! HTTP 200 with Viber's `status` codes.
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::extract::{parse_json, read_body};
 use super::webhooks::validate_url;
+use super::{AccountCaller, AppState};
+use crate::error::ApiError;
 use crate::model::{Principal, Timestamp, Webhook, new_id};
 use crate::profile::{
     OutgoingRequest, Profile, ProfileOptions, VIBER_EVENT_TYPES, VIBER_MANDATORY_EVENTS, viber_event_types_reply,
@@ -60,6 +65,19 @@ struct SetWebhook {
     send_photo: bool,
 }
 
+/// `POST /v1/viber/auth-tokens`: a new bot auth token for the caller's
+/// account, shown this once (Herald keeps its hash, and the token itself
+/// only as the signing key of the webhook it registers).
+pub async fn create_auth_token(
+    State(state): State<AppState>,
+    AccountCaller(account_id): AccountCaller,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let token = signing::generate_token();
+    let now = state.clock.now();
+    state.store.create_viber_bot_token(&account_id, &signing::token_hash(&token), now).await?;
+    Ok((StatusCode::CREATED, Json(json!({"token": token, "created_at": now}))))
+}
+
 pub async fn set_webhook(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Json<Value> {
     match handle(&state, &headers, request).await {
         Ok(event_types) => {
@@ -75,14 +93,26 @@ pub async fn set_webhook(State(state): State<AppState>, headers: HeaderMap, requ
 
 type Failure = (ViberStatus, String);
 
-/// Registers or removes the account's bot webhook. Returns the reply's
+/// Registers or removes the bot token's webhook. Returns the reply's
 /// `event_types` (none when the webhook was removed).
 async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Result<Option<Vec<String>>, Failure> {
     let token = headers.get("x-viber-auth-token").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default();
-    let account_id = match state.store.authenticate(&signing::token_hash(token)).await {
-        Ok(Some(Principal::Account(id))) if !token.is_empty() => id,
-        Ok(_) => return Err((ViberStatus::InvalidAuthToken, "missing or unknown X-Viber-Auth-Token".into())),
+    let principal = match state.store.authenticate(&signing::token_hash(token)).await {
+        Ok(principal) if !token.is_empty() => principal,
+        Ok(_) => None,
         Err(err) => return Err((ViberStatus::GeneralError, err.to_string())),
+    };
+    let account_id = match principal {
+        Some(Principal::ViberBot(id)) => id,
+        // An API token here would become the key a bot holds in clear.
+        Some(Principal::Account(_) | Principal::Operator) => {
+            return Err((
+                ViberStatus::InvalidAuthToken,
+                "X-Viber-Auth-Token must be a viber bot auth token (POST /v1/viber/auth-tokens), not an api token"
+                    .into(),
+            ));
+        }
+        None => return Err((ViberStatus::InvalidAuthToken, "missing or unknown X-Viber-Auth-Token".into())),
     };
     let body = read_body(request, &()).await.map_err(|e| (ViberStatus::BadData, e.message))?;
     let body: SetWebhook = parse_json(&body).map_err(|e| (ViberStatus::BadData, e.message))?;
@@ -95,7 +125,8 @@ async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Resu
         .await
         .map_err(|e| (ViberStatus::GeneralError, e.to_string()))?
         .into_iter()
-        .find(|w| w.profile == Profile::ViberBot);
+        // The token's own webhook: the one that signs with it.
+        .find(|w| w.profile == Profile::ViberBot && w.secret == token);
     let now = state.clock.now();
     if url.is_empty() {
         if let Some(webhook) = existing {

@@ -384,14 +384,32 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /v1/webhooks/{id}/secret`. Never answers with a token: a viber-bot
+/// webhook's secret is its bot's auth token, and a webhook may still sign
+/// with a Herald token from before bot tokens (`/pa/set_webhook` stored the
+/// account's API token). A token is a credential, shown once when made.
 pub async fn secret(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let webhook = load(&state, &account_id, &id).await?;
+    if webhook.profile == Profile::ViberBot {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "a viber-bot webhook signs with its bot's auth token, which herald shows only once, when it is made",
+        ));
+    }
     let now = state.clock.now();
     let previous = webhook.previous_secret.filter(|p| p.expires_at > now);
+    for shown in std::iter::once(&webhook.secret).chain(previous.as_ref().map(|p| &p.secret)) {
+        if is_herald_token(&state, shown).await? {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "this webhook signs with a herald token, which herald never shows again: rotate its secret",
+            ));
+        }
+    }
     Ok(Json(json!({ "secret": webhook.secret, "previous_secret": previous })))
 }
 
@@ -404,6 +422,14 @@ pub struct RotateSecret {
     grace_seconds: Option<u64>,
 }
 
+/// Whether a secret is a token Herald accepts (of any kind).
+async fn is_herald_token(state: &AppState, secret: &str) -> Result<bool, ApiError> {
+    Ok(!secret.is_empty() && state.store.authenticate(&signing::token_hash(secret)).await?.is_some())
+}
+
+/// `POST /v1/webhooks/{id}/rotate-secret`. Refused for a viber-bot webhook:
+/// its bot verifies with its own auth token, so any other secret would
+/// break the bot; the way to change it is a new bot token.
 pub async fn rotate_secret(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -411,6 +437,14 @@ pub async fn rotate_secret(
     OptionalJson(body): OptionalJson<RotateSecret>,
 ) -> Result<Json<Value>, ApiError> {
     let mut webhook = load(&state, &account_id, &id).await?;
+    if webhook.profile == Profile::ViberBot {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "a viber-bot webhook signs with its bot's auth token, so a new secret would break the bot's checks: \
+             to change it, make a token with POST /v1/viber/auth-tokens, call /pa/set_webhook with it, and remove \
+             the old webhook (an empty url with the old token)",
+        ));
+    }
     let grace = body.grace_seconds.map(Duration::from_secs).unwrap_or(DEFAULT_ROTATION_GRACE);
     if grace > Duration::from_secs(7 * 24 * 3600) {
         return Err(ApiError::invalid_field("grace_seconds: at most 604800 (7 days)"));
@@ -422,6 +456,10 @@ pub async fn rotate_secret(
         None => signing::generate_token(),
     };
     webhook.profile.validate_secret(&new_secret).map_err(ApiError::invalid_field)?;
+    // A token is a credential: as a secret it would be shown by this answer.
+    if is_herald_token(&state, &new_secret).await? {
+        return Err(ApiError::invalid_field("secret: a herald token cannot be a webhook secret"));
+    }
     let now = state.clock.now();
     // Grace is real time, not scaled: it is about receivers redeploying.
     let expires_at = Timestamp(now.0.saturating_add(grace.as_millis() as i64));

@@ -102,6 +102,10 @@ pub struct Bootstrap {
     pub default_account: Option<(Account, String)>,
     /// The oldest account: the one a zero-configuration deployment uses.
     pub first_account_id: String,
+    /// Webhooks that sign with an API token, as `(account id, webhook id)`:
+    /// `/pa/set_webhook` stored the account's token so before bot tokens.
+    /// They keep signing with it; the operator is told to move them.
+    pub webhooks_keyed_by_api_tokens: Vec<(String, String)>,
 }
 
 #[async_trait]
@@ -114,6 +118,8 @@ pub trait Store: Send + Sync + 'static {
     async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<Principal>>;
 
     async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account>;
+    /// Adds a Viber bot auth token (by its hash) to an account.
+    async fn create_viber_bot_token(&self, account_id: &str, token_hash: &str, now: Timestamp) -> StoreResult<()>;
     async fn get_account(&self, account_id: &str) -> StoreResult<Option<Account>>;
     async fn set_strict_event_types(&self, account_id: &str, strict: bool) -> StoreResult<()>;
 

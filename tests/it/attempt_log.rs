@@ -15,6 +15,12 @@ pub(crate) fn drop_first_attempt_columns(conn: &rusqlite::Connection) {
     }
 }
 
+/// The column migration 6 added, dropped again: token kinds, which every
+/// database before it lacks.
+pub(crate) fn drop_token_kinds(conn: &rusqlite::Connection) {
+    conn.execute_batch("ALTER TABLE tokens DROP COLUMN kind").unwrap();
+}
+
 fn record(account_id: &str, delivery_id: &str, number: u32, status: u16, duration_ms: u64) -> AttemptRecord {
     let failed = status >= 400;
     AttemptRecord {
@@ -90,6 +96,7 @@ async fn a_first_attempt_recorded_before_migration_4_reads_before_the_attempts_a
     let path = dir.path().join("herald.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
     drop_first_attempt_columns(&conn);
+    drop_token_kinds(&conn);
     conn.execute(
         "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, status_code, response_body, error_class, \
          error_message) VALUES (?1, 1, ?2, 13, 500, 'answer 1', 'status', 'receiver answered 500')",

@@ -15,6 +15,7 @@ async fn every_v1_call_needs_a_known_token() {
         (Method::POST, "/v1/events"),
         (Method::GET, "/v1/deliveries"),
         (Method::POST, "/v1/accounts"),
+        (Method::POST, "/v1/viber/auth-tokens"),
     ] {
         let (status, body) = app.call_raw(method.clone(), path, None, "{}").await;
         assert_eq!(status, 401, "{method} {path}");
@@ -35,6 +36,8 @@ async fn only_the_operator_creates_accounts_and_only_accounts_use_the_rest() {
     let (status, body) = app.call(Method::GET, "/v1/webhooks", OPERATOR_TOKEN, None).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["code"], "forbidden");
+    let (status, body) = app.call(Method::POST, "/v1/viber/auth-tokens", OPERATOR_TOKEN, None).await;
+    assert_eq!(status, 403, "{body}");
 
     let account = app.new_account().await;
     assert!(account.id.starts_with("acc_"));
@@ -93,4 +96,39 @@ async fn another_accounts_ids_are_not_found() {
     let (status, still) = app.get(&format!("/v1/webhooks/{wh}")).await;
     assert_eq!(status, 200);
     assert_eq!(still["enabled"], true);
+}
+
+/// Token kinds (migration 6): a database from before them holds only API
+/// tokens, which stay what they were; the store tells a Viber bot token
+/// from an account's API token, from the database and from its cache.
+#[tokio::test]
+async fn tokens_from_before_token_kinds_stay_api_tokens() {
+    use herald::model::Principal;
+    use herald::signing::token_hash;
+    use herald::store::{SqliteStore, Store};
+
+    let now = crate::claims::NOW;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.bootstrap(Some("hrld_op".into()), now).await.unwrap();
+    let account = store.create_account("a", &token_hash("hrld_account"), now).await.unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    crate::attempt_log::drop_token_kinds(&conn);
+    conn.execute_batch("PRAGMA user_version = 5").unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let id = account.id;
+    store.create_viber_bot_token(&id, &token_hash("hrld_bot"), now).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(store.authenticate(&token_hash("hrld_op")).await.unwrap(), Some(Principal::Operator));
+        assert_eq!(
+            store.authenticate(&token_hash("hrld_account")).await.unwrap(),
+            Some(Principal::Account(id.clone()))
+        );
+        assert_eq!(store.authenticate(&token_hash("hrld_bot")).await.unwrap(), Some(Principal::ViberBot(id.clone())));
+    }
+    assert!(store.create_viber_bot_token("acc_nobody", &token_hash("hrld_x"), now).await.is_err());
 }

@@ -188,12 +188,13 @@ async fn a_claim_carries_each_delivery_s_event_and_attempts_before_and_after_the
     )
     .unwrap();
     crate::attempt_log::drop_first_attempt_columns(&conn);
+    crate::attempt_log::drop_token_kinds(&conn);
     drop(conn);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(described(&claim(&store, &IdSet::default(), None, 10).await), expected);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let plan: String = conn
         .query_row(
             "EXPLAIN QUERY PLAN SELECT id, next_attempt_at, n_attempts, final_attempt, event_seq FROM deliveries \

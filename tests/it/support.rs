@@ -35,7 +35,7 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub http: reqwest::Client,
     /// Holds the database until the app is dropped.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     attempts: broadcast::Receiver<AttemptRecord>,
     shutdown: CancellationToken,
     /// The default account's token.
@@ -73,7 +73,7 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run(shutdown.clone()));
         let http = http_client();
-        TestApp { base, clock, http, _dir: dir, attempts, shutdown, token }
+        TestApp { base, clock, http, dir, attempts, shutdown, token }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -145,6 +145,23 @@ impl TestApp {
         let (status, body) = self.get(&format!("/v1/deliveries/{id}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
+    }
+
+    /// The SQLite file, for tests that look inside it.
+    pub fn database_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("herald.db")
+    }
+
+    /// A new Viber bot auth token of the default account.
+    pub async fn viber_token(&self) -> String {
+        self.viber_token_of(&self.token).await
+    }
+
+    /// A new Viber bot auth token of the account whose API token is given.
+    pub async fn viber_token_of(&self, account_token: &str) -> String {
+        let (status, body) = self.call(Method::POST, "/v1/viber/auth-tokens", account_token, None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_owned()
     }
 
     /// The one delivery an event created.

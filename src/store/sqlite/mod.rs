@@ -21,8 +21,8 @@ use rusqlite::{OptionalExtension, params};
 use self::claims::Found;
 use self::pool::{Pool, internal};
 use self::rows::{
-    DELIVERY_COLUMNS, DELIVERY_FROM, WEBHOOK_COLUMNS, delivery_from_row, find_delivery, finish_without_attempt, id_at,
-    insert_account, insert_token, load_webhooks, webhook_from_row, webhook_values,
+    API_TOKEN, DELIVERY_COLUMNS, DELIVERY_FROM, VIBER_BOT_TOKEN, WEBHOOK_COLUMNS, delivery_from_row, find_delivery,
+    finish_without_attempt, id_at, insert_account, insert_token, load_webhooks, webhook_from_row, webhook_values,
 };
 use self::writes::ingest_in;
 use super::{Admit, Bootstrap, ClaimWant, ClaimedBatch, Ingested, Store, StoreError, StoreResult};
@@ -35,8 +35,9 @@ use crate::stats::WebhookSample;
 
 pub struct SqliteStore {
     pool: Pool,
-    /// Tokens seen valid, by hash. Tokens are never revoked while Herald
-    /// runs, so a hit needs no trip to the database.
+    /// Tokens seen valid, by hash, with their kind (in the principal).
+    /// Tokens are never revoked while Herald runs, so a hit needs no trip
+    /// to the database.
     known_tokens: std::sync::Mutex<std::collections::HashMap<String, Principal>>,
 }
 
@@ -85,6 +86,25 @@ impl SqliteStore {
 /// Tokens remembered at most; past it the cache starts over.
 const MAX_KNOWN_TOKENS: usize = 10_000;
 
+/// Webhooks whose secret is an API token, as `(account id, webhook id)`.
+/// Tokens are kept hashed, so each secret is hashed here: a read of every
+/// webhook once per start, which is small beside the deliveries.
+fn webhooks_keyed_by_api_tokens(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut webhooks =
+        conn.prepare("SELECT account_id, id, secret FROM webhooks WHERE deleted = 0 AND secret <> ''")?;
+    let mut is_api_token = conn.prepare("SELECT 1 FROM tokens WHERE hash = ?1 AND kind = ?2")?;
+    let mut found = Vec::new();
+    let rows =
+        webhooks.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    for row in rows {
+        let (account_id, id, secret) = row?;
+        if is_api_token.exists(params![signing::token_hash(&secret), API_TOKEN])? {
+            found.push((account_id, id));
+        }
+    }
+    Ok(found)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn bootstrap(&self, operator_token: Option<String>, now: Timestamp) -> StoreResult<Bootstrap> {
@@ -95,14 +115,14 @@ impl Store for SqliteStore {
                     Some(token) => {
                         // The configured token replaces any earlier operator token.
                         conn.execute("DELETE FROM tokens WHERE account_id IS NULL", [])?;
-                        insert_token(conn, &signing::token_hash(&token), None, now)?;
+                        insert_token(conn, &signing::token_hash(&token), None, API_TOKEN, now)?;
                     }
                     None => {
                         let n: i64 =
                             conn.query_row("SELECT COUNT(*) FROM tokens WHERE account_id IS NULL", [], |r| r.get(0))?;
                         if n == 0 {
                             let token = signing::generate_token();
-                            insert_token(conn, &signing::token_hash(&token), None, now)?;
+                            insert_token(conn, &signing::token_hash(&token), None, API_TOKEN, now)?;
                             outcome.generated_operator_token = Some(token);
                         }
                     }
@@ -115,6 +135,7 @@ impl Store for SqliteStore {
                 }
                 outcome.first_account_id =
                     conn.query_row("SELECT id FROM accounts ORDER BY created_at, id LIMIT 1", [], |r| r.get(0))?;
+                outcome.webhooks_keyed_by_api_tokens = webhooks_keyed_by_api_tokens(conn)?;
                 Ok(outcome)
             })
             .await
@@ -128,13 +149,20 @@ impl Store for SqliteStore {
         let found = self
             .pool
             .read(move |conn| {
-                let found: Option<Option<String>> = conn
-                    .prepare_cached("SELECT account_id FROM tokens WHERE hash = ?1")?
-                    .query_row([hash], |r| r.get(0))
+                let found: Option<(Option<String>, String)> = conn
+                    .prepare_cached("SELECT account_id, kind FROM tokens WHERE hash = ?1")?
+                    .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                Ok(found.map(|account| match account {
-                    Some(id) => Principal::Account(id),
-                    None => Principal::Operator,
+                let Some((account, kind)) = found else { return Ok(None) };
+                Ok(Some(match (account, kind.as_str()) {
+                    (None, API_TOKEN) => Principal::Operator,
+                    (Some(id), API_TOKEN) => Principal::Account(id),
+                    (Some(id), VIBER_BOT_TOKEN) => Principal::ViberBot(id),
+                    (account, kind) => {
+                        return Err(StoreError::Internal(anyhow::anyhow!(
+                            "token of kind `{kind}` for account {account:?} is not one herald knows"
+                        )));
+                    }
                 }))
             })
             .await?;
@@ -151,6 +179,21 @@ impl Store for SqliteStore {
     async fn create_account(&self, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account> {
         let (name, hash) = (name.to_owned(), token_hash.to_owned());
         self.pool.write(move |conn| Ok(insert_account(conn, &name, &hash, now)?)).await
+    }
+
+    async fn create_viber_bot_token(&self, account_id: &str, token_hash: &str, now: Timestamp) -> StoreResult<()> {
+        let (account_id, hash) = (account_id.to_owned(), token_hash.to_owned());
+        self.pool
+            .write(move |conn| {
+                let n: i64 =
+                    conn.query_row("SELECT COUNT(*) FROM accounts WHERE id = ?1", [&account_id], |r| r.get(0))?;
+                if n == 0 {
+                    return Err(StoreError::NotFound("account".into()));
+                }
+                insert_token(conn, &hash, Some(&account_id), VIBER_BOT_TOKEN, now)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn get_account(&self, account_id: &str) -> StoreResult<Option<Account>> {

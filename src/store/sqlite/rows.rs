@@ -121,14 +121,20 @@ pub(super) fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
     })
 }
 
+/// The `tokens.kind` of API tokens (the operator's and accounts').
+pub(super) const API_TOKEN: &str = "api";
+/// The `tokens.kind` of an account's Viber bot auth tokens.
+pub(super) const VIBER_BOT_TOKEN: &str = "viber-bot";
+
 pub(super) fn insert_token(
     conn: &Connection,
     hash: &str,
     account_id: Option<&str>,
+    kind: &str,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT INTO tokens (hash, account_id, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![hash, account_id, now.0])?;
+    conn.prepare_cached("INSERT INTO tokens (hash, account_id, created_at, kind) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![hash, account_id, now.0, kind])?;
     Ok(())
 }
 
@@ -144,7 +150,7 @@ pub(super) fn insert_account(
         account.name,
         now.0
     ])?;
-    insert_token(conn, token_hash, Some(&account.id), now)?;
+    insert_token(conn, token_hash, Some(&account.id), API_TOKEN, now)?;
     Ok(account)
 }
 

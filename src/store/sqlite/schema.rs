@@ -156,6 +156,12 @@ CREATE INDEX deliveries_due
     ON deliveries (webhook_id, next_attempt_at, id, n_attempts, final_attempt, event_seq, leased)
     WHERE next_attempt_at IS NOT NULL AND leased = 0;
 "#,
+    r#"
+-- What a token may do: 'api' (the operator's, or an account's for all of
+-- /v1) or 'viber-bot' (an account's bot: /pa/set_webhook only, and the key
+-- its webhook signs with). Every token before this one was an API token.
+ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'api';
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
