@@ -268,6 +268,10 @@ pub async fn create(
     let secret = match body.secret {
         Some(secret) => {
             profile.validate_secret(&secret).map_err(ApiError::invalid_field)?;
+            // A token is a credential: as a secret it would be echoed back.
+            if is_herald_token(&state, &secret).await? {
+                return Err(ApiError::invalid_field("secret: a herald token cannot be a webhook secret"));
+            }
             secret
         }
         None => profile.initial_secret(),

@@ -75,7 +75,12 @@ async fn an_update_is_checked_as_a_create_is() {
     let path = format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap());
     let patch = |body: Value| app.call(Method::PATCH, &path, &app.token, Some(body));
     check_error(patch(json!({"url": "http://10.0.0.5/x"})).await, 400, "invalid_field", "not a public address");
-    check_error(patch(json!({"url": "file:///etc/passwd"})).await, 400, "invalid_field", "scheme must be http or https");
+    check_error(
+        patch(json!({"url": "file:///etc/passwd"})).await,
+        400,
+        "invalid_field",
+        "scheme must be http or https",
+    );
     check_error(patch(json!({"url": "not a url"})).await, 400, "invalid_field", "url:");
     let long = format!("http://100.128.0.1/{}", "a".repeat(100_000));
     check_error(patch(json!({"url": long})).await, 400, "invalid_field", "at most 2048");
@@ -88,6 +93,9 @@ async fn an_update_is_checked_as_a_create_is() {
     );
     check_error(patch(json!({"description": "d".repeat(1001)})).await, 400, "invalid_field", "description");
     check_error(patch(json!({"event_types": [""]})).await, 400, "invalid_field", "event_types");
+    // Create refuses a token as a secret (its answer shows the secret).
+    let token_as_secret = json!({"url": original, "profile": "business", "secret": app.token});
+    check_error(app.post("/v1/webhooks", token_as_secret).await, 400, "invalid_field", "a herald token cannot be");
     // A compose URL template is bounded by its own length, not its sample's.
     let template_url = format!("http://100.128.0.1/?{}", "@{{payload.id}}".repeat(200));
     check_error(
