@@ -385,3 +385,117 @@ async fn a_receiver_that_fails_for_a_second_gets_every_event_within_seconds() {
     let (_, view) = app.get(&path).await;
     assert_eq!(view["circuit"]["state"], "closed");
 }
+
+/// Starts `herald serve` in a mount namespace of its own, on a 1 MiB tmpfs
+/// mounted at `dir`, so that the test can fill its disk (through
+/// `/proc/PID/root`) without touching the machine's. `None` where this
+/// machine does not let a test mount (not root, no `unshare`).
+async fn spawn_herald_on_a_small_disk(dir: &std::path::Path) -> Option<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let script = format!(
+        "mount -t tmpfs -o size=1m,mode=0700 herald-test {dir} || exit 77; exec \"$0\" serve --listen 127.0.0.1:0 \
+         --allow-private-targets --database sqlite://{dir}/herald.db",
+        dir = dir.display()
+    );
+    let mut child = tokio::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script, env!("CARGO_BIN_EXE_herald")])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HERALD_ADMIN_TOKEN", crate::support::OPERATOR_TOKEN)
+        .env("HERALD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(PATIENCE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some((_, url)) = line.split_once("listening on ") {
+                return Some(url.trim().to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .expect("herald did not start in time")?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Some((child, base))
+}
+
+/// Defect 7, the disk: after a disk-full episode, events that had a 202
+/// were never delivered and deliveries stayed pending until a restart.
+#[tokio::test]
+async fn attempts_made_while_the_disk_is_full_are_recorded_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((child, base)) = spawn_herald_on_a_small_disk(dir.path()).await else {
+        eprintln!("skipped: this machine does not let a test mount a small filesystem (needs root and unshare)");
+        return;
+    };
+    let inside = std::path::PathBuf::from(format!("/proc/{}/root{}", child.id().unwrap(), dir.path().display()));
+    let http = crate::support::http_client();
+    let call = |method: Method, path: &str, token: &str, body: Option<Value>| {
+        let mut request = http.request(method, format!("{base}{path}")).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+        }
+    };
+    let (_, account) =
+        call(Method::POST, "/v1/accounts", crate::support::OPERATOR_TOKEN, Some(json!({"name": "disk"}))).await;
+    let token = account["token"].as_str().unwrap().to_owned();
+    let receiver = GatedReceiver::start().await;
+    let (status, _) = call(Method::POST, "/v1/webhooks", &token, Some(json!({"url": receiver.url}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let events: Vec<Value> = (0..5).map(|i| json!({"type": "t", "id": format!("d{i}"), "payload": {"i": i}})).collect();
+    assert_eq!(call(Method::POST, "/v1/events", &token, Some(Value::Array(events))).await.0, StatusCode::ACCEPTED);
+    receiver.wait_for(5).await;
+
+    // Fill the disk, then let the five attempts finish.
+    let filler = inside.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.write_all(&[0u8; 1]);
+        let _ = file.sync_all();
+    }
+    receiver.open.add_permits(5);
+    tokio::time::timeout(PATIENCE, async {
+        while call(Method::GET, "/healthz", &token, None).await.1["status"] != "degraded" {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("healthz never said that attempts cannot be recorded");
+    let (status, refused) = call(Method::POST, "/v1/events", &token, Some(json!({"type": "t", "payload": {}}))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+    assert_eq!(refused["code"], "unavailable");
+    assert!(refused["message"].as_str().unwrap().contains("full"), "{refused}");
+
+    // Room again: the recorder's next try commits, with no restart.
+    std::fs::remove_file(&filler).unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let (_, page) = call(Method::GET, "/v1/deliveries?status=success", &token, None).await;
+            if page["data"].as_array().is_some_and(|d| d.len() == 5) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the attempts were not recorded once the disk had room");
+    assert_eq!(call(Method::GET, "/healthz", &token, None).await.1["status"], "ok");
+    let (status, _) = call(Method::POST, "/v1/events", &token, Some(json!({"type": "t", "payload": {}}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    receiver.open.add_permits(1);
+    receiver.wait_for(6).await;
+    crate::support::stop_gracefully(child).await;
+}
