@@ -119,6 +119,8 @@ pub async fn serve(listener: TcpListener, router: axum::Router, config: Listener
     let open = Arc::new(OpenConnections::default());
     let tasks = TaskTracker::new();
     let mut next_id: u64 = 0;
+    // A flood would otherwise log a line per connection.
+    let (mut accept_error_warned, mut cap_warned) = (Warned::default(), Warned::default());
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -129,7 +131,9 @@ pub async fn serve(listener: TcpListener, router: axum::Router, config: Listener
                     // Out of descriptors (EMFILE, ENFILE) or memory: make
                     // one free if an idle connection holds it, and wait a
                     // little rather than spin on the error.
-                    tracing::warn!(error = %err, "accepting an API connection failed; retrying shortly");
+                    if accept_error_warned.again() {
+                        tracing::warn!(error = %err, "accepting API connections fails; retrying every 100 ms");
+                    }
                     open.close_longest_idle();
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -144,6 +148,12 @@ pub async fn serve(listener: TcpListener, router: axum::Router, config: Listener
         let permit = loop {
             if let Ok(permit) = slots.clone().try_acquire_owned() {
                 break Some(permit);
+            }
+            if cap_warned.again() {
+                tracing::warn!(
+                    max_connections,
+                    "API connections at the cap; each new one closes the connection idle longest"
+                );
             }
             let closing = open.close_longest_idle();
             tokio::select! {
@@ -167,6 +177,21 @@ pub async fn serve(listener: TcpListener, router: axum::Router, config: Listener
     drop(listener);
     tasks.close();
     tasks.wait().await;
+}
+
+/// When a repeated warning was last logged: at most one a minute.
+#[derive(Default)]
+struct Warned(Option<tokio::time::Instant>);
+
+impl Warned {
+    fn again(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let due = self.0.is_none_or(|last| now - last >= Duration::from_secs(60));
+        if due {
+            self.0 = Some(now);
+        }
+        due
+    }
 }
 
 /// Accept errors that concern one connection the peer already gave up on:
