@@ -16,11 +16,13 @@ use crate::config::ServeConfig;
 use crate::credentials::{self, Credentials};
 use crate::delivery::Engine;
 use crate::http_client::Outbound;
+use crate::listener::{self, ListenerConfig};
 use crate::store::{self, Bootstrap};
 
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    listener_config: ListenerConfig,
     engine: Arc<Engine>,
     pub state: AppState,
     /// What this start created (the operator token, the default account).
@@ -72,7 +74,7 @@ impl Application {
             bind_address: config.bind_address,
         };
         let router = api::router(state.clone(), config.max_body_bytes);
-        Ok(Application { listener, router, engine, state, bootstrap })
+        Ok(Application { listener, router, listener_config: config.listener, engine, state, bootstrap })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -88,7 +90,7 @@ impl Application {
     /// taking requests and lets attempts in flight finish within the grace.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let engine = tokio::spawn(self.engine.run(shutdown.clone()));
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+        listener::serve(self.listener, self.router, self.listener_config, shutdown.clone()).await;
         engine.await?;
         Ok(())
     }

@@ -11,6 +11,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::delivery::EngineConfig;
+use crate::listener::ListenerConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE: &str = "sqlite://herald.db";
@@ -48,6 +49,23 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for attempts in flight [default: 10].
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<u64>,
+    /// Open API connections at most; at the limit a new connection closes
+    /// the one idle longest. Lowered at start to half of what the open-file
+    /// limit leaves [default: 1024].
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's head (from connecting, or
+    /// from its first byte on a keep-alive connection) [default: 10].
+    #[arg(long, env = "HERALD_HEADER_TIMEOUT_SECONDS")]
+    pub header_timeout_seconds: Option<u64>,
+    /// Seconds a client has to send a request's body, from its head
+    /// [default: 30].
+    #[arg(long, env = "HERALD_BODY_TIMEOUT_SECONDS")]
+    pub body_timeout_seconds: Option<u64>,
+    /// Seconds a keep-alive connection may wait for its next request
+    /// [default: 60].
+    #[arg(long, env = "HERALD_IDLE_TIMEOUT_SECONDS")]
+    pub idle_timeout_seconds: Option<u64>,
     /// The operator token (creates accounts). Generated and printed once
     /// on first start when not set.
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
@@ -93,6 +111,10 @@ struct FileConfig {
     per_webhook_concurrency: Option<usize>,
     max_in_flight: Option<usize>,
     shutdown_grace_seconds: Option<u64>,
+    max_connections: Option<usize>,
+    header_timeout_seconds: Option<u64>,
+    body_timeout_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
     admin_token: Option<String>,
     bind_address: Option<IpAddr>,
 }
@@ -108,6 +130,7 @@ pub struct ServeConfig {
     pub bind_address: Option<IpAddr>,
     pub env_webhook: Option<EnvWebhook>,
     pub engine: EngineConfig,
+    pub listener: ListenerConfig,
 }
 
 impl ServeConfig {
@@ -139,6 +162,29 @@ impl ServeConfig {
         };
         let max_body_bytes = args.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES);
         let engine = EngineConfig { max_rendered_body: max_body_bytes, ..engine };
+        let listener_defaults = ListenerConfig::default();
+        let listener = ListenerConfig {
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(listener_defaults.max_connections)
+                .max(1),
+            header_timeout: timeout_seconds(
+                "header_timeout_seconds",
+                args.header_timeout_seconds.or(file.header_timeout_seconds),
+                listener_defaults.header_timeout,
+            )?,
+            body_timeout: timeout_seconds(
+                "body_timeout_seconds",
+                args.body_timeout_seconds.or(file.body_timeout_seconds),
+                listener_defaults.body_timeout,
+            )?,
+            idle_timeout: timeout_seconds(
+                "idle_timeout_seconds",
+                args.idle_timeout_seconds.or(file.idle_timeout_seconds),
+                listener_defaults.idle_timeout,
+            )?,
+        };
         Ok(ServeConfig {
             listen,
             database: args.database.or(file.database).unwrap_or_else(|| DEFAULT_DATABASE.to_owned()),
@@ -154,7 +200,17 @@ impl ServeConfig {
                 secret: args.webhook_secret.filter(|s| !s.is_empty()),
             }),
             engine,
+            listener,
         })
+    }
+}
+
+/// A timeout given in whole seconds; zero would close every connection.
+fn timeout_seconds(name: &str, seconds: Option<u64>, default: Duration) -> anyhow::Result<Duration> {
+    match seconds {
+        Some(0) => anyhow::bail!("{name}: must be at least 1"),
+        Some(seconds) => Ok(Duration::from_secs(seconds)),
+        None => Ok(default),
     }
 }
 
@@ -191,5 +247,20 @@ mod tests {
         assert!(ServeConfig::from_args(bad_scale).is_err());
         let bad_listen = ServeArgs { listen: Some("nowhere".into()), ..Default::default() };
         assert!(ServeConfig::from_args(bad_listen).is_err());
+        let no_timeout = ServeArgs { idle_timeout_seconds: Some(0), ..Default::default() };
+        assert!(ServeConfig::from_args(no_timeout).is_err());
+    }
+
+    #[test]
+    fn listener_limits_come_from_flags_the_file_or_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "max_connections = 64\nbody_timeout_seconds = 5\n").unwrap();
+        let args = ServeArgs { config: Some(path), header_timeout_seconds: Some(3), ..Default::default() };
+        let listener = ServeConfig::from_args(args).unwrap().listener;
+        assert_eq!(listener.max_connections, 64);
+        assert_eq!(listener.header_timeout, Duration::from_secs(3));
+        assert_eq!(listener.body_timeout, Duration::from_secs(5));
+        assert_eq!(listener.idle_timeout, ListenerConfig::default().idle_timeout);
     }
 }

@@ -17,6 +17,8 @@ pub enum ErrorCode {
     InvalidField,
     /// The body is larger than the configured limit.
     PayloadTooLarge,
+    /// The body did not arrive within the body timeout.
+    RequestTimeout,
     /// No token, or a token Herald does not know.
     Unauthorized,
     /// An account token used on an operator-only endpoint.
@@ -37,6 +39,7 @@ impl ErrorCode {
             Self::InvalidJson => "invalid_json",
             Self::InvalidField => "invalid_field",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
@@ -50,6 +53,7 @@ impl ErrorCode {
         match self {
             Self::InvalidJson | Self::InvalidField => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,

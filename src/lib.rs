@@ -1,7 +1,8 @@
 //! Herald: a self-hosted webhook delivery gateway.
 //!
-//! Layout: `app` wires everything together. Requests enter through `api`
-//! (one file per resource), which validates them and calls the `store`
+//! Layout: `app` wires everything together. Requests enter through the
+//! `listener` (bounded connections, network timeouts) and `api` (one file
+//! per resource), which validates them and calls the `store`
 //! (every durable fact, behind one trait; only `store/` holds SQL). The
 //! `delivery` engine claims due deliveries from the store, renders each
 //! through its webhook's `profile`, signs it (`signing`), sends it with the
@@ -23,6 +24,7 @@ pub mod error;
 pub mod filter;
 pub mod http_client;
 pub mod js_json;
+pub mod listener;
 pub mod model;
 pub mod profile;
 pub mod retry;

@@ -93,6 +93,11 @@ pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(ErrorCode::PayloadTooLarge, "request body is larger than the limit (see --max-body-bytes)")
+        } else if crate::listener::is_body_timeout(&rejection) {
+            ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the request body did not arrive within the body timeout (see --body-timeout-seconds)",
+            )
         } else {
             ApiError::new(ErrorCode::InvalidJson, format!("could not read the request body: {}", rejection.body_text()))
         }

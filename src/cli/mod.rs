@@ -63,6 +63,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::from_args(args)?;
+    // Before anything opens descriptors, and before the listener reads the
+    // limit to size its share.
+    match crate::listener::raise_open_file_limit() {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "could not raise the open-file limit"),
+    }
     let clock = Arc::new(SystemClock::new(config.time_scale));
     let app = Application::build(config.clone(), clock).await?;
     let addr = app.local_addr();

@@ -9,6 +9,7 @@ mod bench;
 mod claims;
 mod cli;
 mod compose;
+mod connections;
 mod crash;
 mod delivery;
 mod hardening;

@@ -307,8 +307,34 @@ pub async fn spawn_herald_with_env(
     extra_args: &[&str],
     env: &[(&str, &str)],
 ) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+    spawn_herald_command(herald_serve_command(db, extra_args, env)).await
+}
+
+/// `spawn_herald` with the child's open-file limit (soft and hard) set to
+/// `open_files`.
+pub async fn spawn_herald_with_open_files(
+    db: &std::path::Path,
+    extra_args: &[&str],
+    open_files: u64,
+) -> (tokio::process::Child, String) {
+    let mut command = herald_serve_command(db, extra_args, &[]);
+    let limit = libc::rlimit { rlim_cur: open_files as libc::rlim_t, rlim_max: open_files as libc::rlim_t };
+    // SAFETY: runs in the forked child before exec and calls only
+    // setrlimit, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    spawn_herald_command(command).await
+}
+
+fn herald_serve_command(db: &std::path::Path, extra_args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
         .arg("--database")
         .arg(format!("sqlite://{}", db.display()))
@@ -318,9 +344,13 @@ pub async fn spawn_herald_with_env(
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    command
+}
+
+async fn spawn_herald_command(mut command: tokio::process::Command) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command.spawn().unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let base = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
