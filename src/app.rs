@@ -34,8 +34,6 @@ impl Application {
         let store = store::open(&config.database)?;
         let now = clock.now();
         let bootstrap = store.bootstrap(config.admin_token.clone(), now).await.context("bootstrapping the database")?;
-        // This node is the database's only user, so anything leased was in
-        // flight when the previous process stopped: send it again now.
         for (account_id, webhook_id) in &bootstrap.webhooks_keyed_by_api_tokens {
             tracing::warn!(
                 account_id,
@@ -45,6 +43,8 @@ impl Application {
                  it with /pa/set_webhook, switch the bot to it, then delete this webhook"
             );
         }
+        // This node is the database's only user, so anything leased was in
+        // flight when the previous process stopped: send it again now.
         let released = store.release_leases(now).await.context("releasing leases")?;
         if released > 0 {
             tracing::info!(released, "resuming deliveries that were in flight at the last stop");

@@ -125,6 +125,16 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
+    /// A breaker just opened at 0 by five failures, and its clock.
+    fn opened_at_zero() -> (Breaker, ManualClock) {
+        let clock = ManualClock::new(Timestamp(0));
+        let mut breaker = Breaker::default();
+        for _ in 0..FAILURES_TO_OPEN {
+            breaker.record(false, false, Timestamp(0), &clock);
+        }
+        (breaker, clock)
+    }
+
     #[test]
     fn opens_after_five_failures_probes_after_the_cooldown_and_backs_off() {
         let clock = ManualClock::new(Timestamp(0));
@@ -151,11 +161,7 @@ mod tests {
     /// The README's numbers: 1 s, then doubling, capped at five minutes.
     #[test]
     fn each_failed_probe_doubles_the_cooldown_up_to_five_minutes() {
-        let clock = ManualClock::new(Timestamp(0));
-        let mut breaker = Breaker::default();
-        for _ in 0..5 {
-            breaker.record(false, false, Timestamp(0), &clock);
-        }
+        let (mut breaker, clock) = opened_at_zero();
         let mut now = Timestamp(0);
         let mut cooldowns = Vec::new();
         for _ in 0..12 {
@@ -175,11 +181,7 @@ mod tests {
     /// as a failed probe and doubled the wait (a 1 s blip became 299 s).
     #[test]
     fn failures_of_sends_started_before_the_breaker_opened_do_not_lengthen_it() {
-        let clock = ManualClock::new(Timestamp(0));
-        let mut breaker = Breaker::default();
-        for _ in 0..5 {
-            breaker.record(false, false, Timestamp(0), &clock);
-        }
+        let (mut breaker, clock) = opened_at_zero();
         // Eleven more of a full lane come back failed, still inside the cooldown.
         for i in 0..11 {
             breaker.record(false, false, Timestamp(10 * i), &clock);
@@ -196,11 +198,7 @@ mod tests {
 
     #[test]
     fn a_send_after_the_cooldown_that_fails_reopens_for_the_same_cooldown() {
-        let clock = ManualClock::new(Timestamp(0));
-        let mut breaker = Breaker::default();
-        for _ in 0..5 {
-            breaker.record(false, false, Timestamp(0), &clock);
-        }
+        let (mut breaker, clock) = opened_at_zero();
         breaker.record(false, false, Timestamp(1500), &clock);
         assert_eq!(breaker.allowance(Timestamp(1500)), Allowance::Nothing(Some(Timestamp(2500))));
     }

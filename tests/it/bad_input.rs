@@ -4,16 +4,7 @@
 use axum::http::Method;
 use serde_json::{Value, json};
 
-use crate::support::TestApp;
-
-#[track_caller]
-fn check(response: (axum::http::StatusCode, Value), status: u16, code: &str, mentions: &str) {
-    let (got, body) = response;
-    assert_eq!(got.as_u16(), status, "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    let message = body["message"].as_str().unwrap();
-    assert!(message.contains(mentions), "message {message:?} does not mention {mentions:?}");
-}
+use crate::support::{TestApp, check_error as check};
 
 #[tokio::test]
 async fn malformed_json_wrong_types_and_unknown_fields() {

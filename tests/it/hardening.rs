@@ -9,16 +9,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, Receiver, TestApp};
-
-#[track_caller]
-fn check_error(response: (StatusCode, Value), status: u16, code: &str, mentions: &str) {
-    let (got, body) = response;
-    assert_eq!(got.as_u16(), status, "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    let message = body["message"].as_str().unwrap_or_default();
-    assert!(message.contains(mentions), "message {message:?} does not mention {mentions:?}");
-}
+use crate::support::{PATIENCE, Receiver, TestApp, check_error};
 
 /// Defect 1: `1e400`, a lone surrogate and deep nesting were accepted (202);
 /// reading the event back then panicked, and `wwebjs` delivered `null`.

@@ -435,3 +435,14 @@ pub async fn stop_gracefully(mut child: tokio::process::Child) {
     let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("herald stopped in time").unwrap();
     assert!(status.success(), "herald exited with {status} on SIGTERM");
 }
+
+/// Checks an API error: its status, its stable `code`, and that its message
+/// says what is wrong (mentions `mentions`).
+#[track_caller]
+pub fn check_error(response: (StatusCode, Value), status: u16, code: &str, mentions: &str) {
+    let (got, body) = response;
+    assert_eq!(got.as_u16(), status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(mentions), "message {message:?} does not mention {mentions:?}");
+}
