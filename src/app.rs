@@ -60,7 +60,20 @@ impl Application {
                 .await?;
         }
         let outbound = Outbound::new(config.allow_private_targets, config.bind_address)?;
-        let engine = Engine::new(store.clone(), clock.clone(), outbound.clone(), config.engine.clone());
+        let mut engine_config = config.engine.clone();
+        if let Some(budget) = listener::descriptor_budget()
+            && engine_config.max_in_flight > budget
+        {
+            // Outbound requests get the half of the descriptors the API
+            // listener leaves them, no more.
+            tracing::warn!(
+                wanted = engine_config.max_in_flight,
+                allowed = budget,
+                "max_in_flight lowered to fit the open-file limit"
+            );
+            engine_config.max_in_flight = budget;
+        }
+        let engine = Engine::new(store.clone(), clock.clone(), outbound.clone(), engine_config);
         let n_due = engine.load_schedule().await.context("loading the delivery schedule")?;
         if n_due > 0 {
             tracing::info!(webhooks = n_due, "webhooks with unfinished deliveries");

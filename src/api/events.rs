@@ -75,10 +75,13 @@ impl EventIn {
 /// `RawValue` keeps any well-formed text, but the profiles that rebuild a
 /// body (`wwebjs`, `compose`, `viber-bot`) and the delivery log parse it
 /// into a `serde_json::Value`, which refuses a number beyond `f64` (`1e400`),
-/// a lone surrogate escape (`"\ud800"`) and nesting deeper than 128. Such a
+/// a lone surrogate escape (`"\ud800"`), nesting deeper than 128 and (so
+/// that every reader agrees) a key repeated in one object. Such a
 /// payload, once accepted, would be delivered as `null` or as nothing, so
 /// it is refused here. The walk builds nothing; it only visits.
 fn check_payload(text: &str) -> Result<(), serde_json::Error> {
+    use std::borrow::Cow;
+
     use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 
     struct Walk;
@@ -115,8 +118,50 @@ fn check_payload(text: &str) -> Result<(), serde_json::Error> {
             Ok(Walk)
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Walk, A::Error> {
-            while map.next_entry::<Walk, Walk>()?.is_some() {}
+            // A repeated key reads back as one of its values or the other,
+            // depending on the reader: the raw text and a rebuilt body
+            // would disagree. A set only for large objects: most are small.
+            let mut keys: Vec<Cow<'de, str>> = Vec::new();
+            let mut many: Option<std::collections::HashSet<Cow<'de, str>>> = None;
+            while let Some(Key(key)) = map.next_key::<Key>()? {
+                let repeated = match &mut many {
+                    Some(set) => !set.insert(key.clone()),
+                    None if keys.contains(&key) => true,
+                    None => {
+                        keys.push(key.clone());
+                        if keys.len() > 16 {
+                            many = Some(keys.drain(..).collect());
+                        }
+                        false
+                    }
+                };
+                if repeated {
+                    return Err(serde::de::Error::custom(format_args!("key `{key}` appears twice in one object")));
+                }
+                map.next_value::<Walk>()?;
+            }
             Ok(Walk)
+        }
+    }
+
+    /// An object key, borrowed from the text where it has no escapes.
+    struct Key<'de>(Cow<'de, str>);
+    impl<'de> Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+            struct KeyText;
+            impl<'de> Visitor<'de> for KeyText {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object key")
+                }
+                fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(key)))
+                }
+                fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(key.to_owned())))
+                }
+            }
+            d.deserialize_str(KeyText)
         }
     }
     serde_json::from_str::<Walk>(text).map(|_| ())
@@ -194,7 +239,12 @@ mod tests {
 
     #[test]
     fn payloads_a_json_value_cannot_hold_are_refused() {
-        for good in [r#"{"a":[1,2.5,-3e10,"x\u00e9\ud83d\ude00",null,true]}"#, "1e308", "\"\"", &"[".repeat(127)] {
+        let wide =
+            format!("{{{}\"last\":0}}", (0..100).map(|i| format!("\"k{i}\":{{\"k{i}\":1}},")).collect::<String>());
+        let wide_repeated = wide.replace("\"last\"", "\"k57\"");
+        assert!(check_payload(&wide_repeated).unwrap_err().to_string().contains("key `k57` appears twice"));
+        for good in [r#"{"a":[1,2.5,-3e10,"x\u00e9\ud83d\ude00",null,true]}"#, "1e308", "\"\"", &wide, &"[".repeat(127)]
+        {
             let text = if good.starts_with('[') { format!("{good}{}", "]".repeat(127)) } else { good.to_string() };
             assert!(check_payload(&text).is_ok(), "{text}");
         }
@@ -204,6 +254,8 @@ mod tests {
             (r#"{"a":"\ud800"}"#, "unexpected end of hex escape"),
             (r#"{"a":"\ud800\u0041"}"#, "lone leading surrogate"),
             (r#"["\udc00"]"#, "lone leading surrogate"),
+            (r#"{"a":1,"b":{"c":2,"c":3}}"#, "key `c` appears twice"),
+            (r#"{"a\u0062":1,"ab":2}"#, "key `ab` appears twice"),
         ] {
             let err = check_payload(bad).unwrap_err().to_string();
             assert!(err.contains(problem), "{bad}: {err}");

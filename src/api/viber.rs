@@ -146,12 +146,21 @@ async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Resu
     validate_url(&url, state.allow_private_targets).map_err(|e| (ViberStatus::InvalidUrl, e.message))?;
     verify_availability(state, &url, token, now).await?;
 
-    // Mandatory events are always delivered, whatever the filter says.
-    let filter = body.event_types.as_ref().map(|types| {
-        let mut all: Vec<String> = VIBER_MANDATORY_EVENTS.iter().map(|s| s.to_string()).collect();
-        all.extend(types.iter().filter(|t| !all.contains(t)).cloned().collect::<Vec<_>>());
-        all
-    });
+    // Mandatory events are always delivered, whatever the filter says. No
+    // filter means every Viber callback, never every event of the account:
+    // a bot token is held in clear by the bot, so what it registers must not
+    // reach the account's other channels.
+    let requested: Vec<String> = match &body.event_types {
+        Some(types) => types.clone(),
+        None => VIBER_EVENT_TYPES.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut all: Vec<String> = VIBER_MANDATORY_EVENTS.iter().map(|s| s.to_string()).collect();
+    for event_type in requested {
+        if !all.contains(&event_type) {
+            all.push(event_type);
+        }
+    }
+    let filter = Some(all);
     let options = ProfileOptions { template: None, send_name: body.send_name, send_photo: body.send_photo };
     let result = match existing {
         Some(mut webhook) => {

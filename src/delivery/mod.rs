@@ -509,7 +509,12 @@ impl Engine {
         // The lane's turn first, then a global slot: a webhook waiting on its
         // own cap holds no slot another webhook could use.
         let record = match (lane.acquire_owned().await, self.slots.acquire().await) {
-            (Ok(_turn), Ok(_slot)) if self.breaker_lets_through(&due.webhook.id, is_probe) => {
+            // While attempts cannot be recorded, none starts: it is put off,
+            // its attempts intact, rather than sent and then sent again
+            // after a restart.
+            (Ok(_turn), Ok(_slot))
+                if self.breaker_lets_through(&due.webhook.id, is_probe) && !self.recording_stalled() =>
+            {
                 let sample = rand::rng().random_range(-1.0..=1.0);
                 // Boxed: the attempt's future (rendering, the exchange, the
                 // timeout) is kilobytes, and a delivery's task would
@@ -525,6 +530,12 @@ impl Engine {
             }
             _ => None,
         };
+        // A probe that reached no receiver (put off, or not renderable) told
+        // the breaker nothing: another delivery must get to probe, or the
+        // webhook would wait for this one for ever.
+        if is_probe && record.as_ref().is_none_or(|r| r.attempt.error_class == Some(ErrorClass::Render)) {
+            self.give_back_probe(&due.webhook.id);
+        }
         // The permits and the lane's room are back before the attempt is
         // recorded: the next request to this receiver need not wait for a
         // commit.
@@ -547,6 +558,15 @@ impl Engine {
     fn breaker_lets_through(&self, webhook_id: &str, is_probe: bool) -> bool {
         let schedule = self.schedule.lock().unwrap();
         schedule.breakers.get(webhook_id).is_none_or(|b| b.lets_through(self.clock.now(), is_probe))
+    }
+
+    fn give_back_probe(&self, webhook_id: &str) {
+        let mut schedule = self.schedule.lock().unwrap();
+        let Some(breaker) = schedule.breakers.get_mut(webhook_id) else { return };
+        breaker.probe_unused();
+        self.refresh_room(&schedule, webhook_id, self.clock.now());
+        drop(schedule);
+        self.wake.notify_one();
     }
 
     fn feed_breaker(&self, webhook_id: &str, success: bool, is_probe: bool) {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, Finished};
 use crate::model::{AttemptRecord, DeliveryKey, NextStep, Timestamp};
+use crate::store::StoreError;
 
 /// Attempts recorded in one commit, at most.
 const RECORD_BATCH: usize = 512;
@@ -24,6 +25,9 @@ const RECORD_WAIT_MS: i64 = 50;
 /// its own time, not on the retry schedule's.
 const STORE_RETRY_FIRST_MS: i64 = 100;
 const STORE_RETRY_MAX_MS: i64 = 5_000;
+/// Failures other than `Unavailable` before a batch is committed record by
+/// record.
+const TRIES_BEFORE_SPLITTING: u32 = 3;
 
 impl Engine {
     /// Records finished attempts in batches. Under load a batch fills up to
@@ -127,9 +131,14 @@ impl Engine {
     }
 
     /// Commits one batch, trying again after a failure (with backoff, on
-    /// the clock, so tests drive it) until it succeeds. Returns false only
-    /// when shutdown came first: the deliveries then stay leased in the
-    /// store and are attempted again at the next start.
+    /// the clock, so tests drive it) until it succeeds. A fault of the
+    /// world (`Unavailable`: a lock, a full disk) is waited out however
+    /// long it lasts. Any other error is tried `TRIES_BEFORE_SPLITTING`
+    /// times, then each record alone, so that one record the store cannot
+    /// take does not hold up the rest (and with them the whole engine);
+    /// such a record is logged and left, its delivery to be claimed again.
+    /// Returns false only when shutdown came first: the deliveries then stay
+    /// leased in the store and are attempted again at the next start.
     async fn commit_records(
         &self,
         records: &Arc<Vec<AttemptRecord>>,
@@ -137,11 +146,19 @@ impl Engine {
         stop: &CancellationToken,
     ) -> bool {
         let mut wait_ms = STORE_RETRY_FIRST_MS;
+        let mut other_failures = 0;
         loop {
             let failed = match self.store.record_attempts(records.clone(), put_off.to_vec(), self.clock.now()).await {
                 Ok(()) => break,
                 Err(err) => err,
             };
+            if !matches!(failed, StoreError::Unavailable(_)) {
+                other_failures += 1;
+                if other_failures >= TRIES_BEFORE_SPLITTING {
+                    self.commit_one_by_one(records, put_off).await;
+                    break;
+                }
+            }
             // New attempts wait until their results can be recorded.
             self.recording_stalled.store(true, Ordering::Release);
             tracing::error!(n = records.len() + put_off.len(), error = %failed, retry_in_ms = wait_ms, "could not record attempts");
@@ -157,5 +174,21 @@ impl Engine {
             self.wake.notify_one();
         }
         true
+    }
+
+    /// Commits each record and each put-off delivery on its own, logging
+    /// and leaving those the store refuses.
+    async fn commit_one_by_one(&self, records: &[AttemptRecord], put_off: &[DeliveryKey]) {
+        for record in records {
+            let one = Arc::new(vec![record.clone()]);
+            if let Err(err) = self.store.record_attempts(one, Vec::new(), self.clock.now()).await {
+                tracing::error!(delivery_id = %record.delivery_id, error = %err, "could not record an attempt; left unrecorded");
+            }
+        }
+        for key in put_off {
+            if let Err(err) = self.store.record_attempts(Arc::default(), vec![key.clone()], self.clock.now()).await {
+                tracing::error!(delivery_id = %key.delivery_id, error = %err, "could not hand a delivery back");
+            }
+        }
     }
 }

@@ -84,6 +84,13 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     Ok(to_u64(limit.rlim_cur))
 }
 
+/// `connection_budget` for the soft open-file limit in force, if the
+/// system says: also the most requests the engine may have in flight, each
+/// of which holds a descriptor too.
+pub fn descriptor_budget() -> Option<usize> {
+    soft_open_file_limit().map(connection_budget)
+}
+
 /// The soft open-file limit in force, if the system says.
 fn soft_open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -169,14 +176,28 @@ pub async fn serve(listener: TcpListener, router: axum::Router, config: Listener
         open.insert(id, tracker.clone());
         let (router, open, shutdown) = (router.clone(), open.clone(), shutdown.clone());
         tasks.spawn(async move {
+            // Dropped even if serving panics: a connection left in the table
+            // would be picked to close at the cap and free nothing.
+            let _leaving = Leaving { open, id, _permit: permit };
             connection::serve(stream, router, tracker, shutdown).await;
-            open.remove(id);
-            drop(permit);
         });
     }
     drop(listener);
     tasks.close();
     tasks.wait().await;
+}
+
+/// Takes a served connection out of the table and gives its slot back.
+struct Leaving {
+    open: Arc<OpenConnections>,
+    id: u64,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        self.open.remove(self.id);
+    }
 }
 
 /// When a repeated warning was last logged: at most one a minute.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, Receiver, TestApp, check_error};
+use crate::support::{PATIENCE, Receiver, Reply, TestApp, check_error};
 
 /// Defect 1: `1e400`, a lone surrogate and deep nesting were accepted (202);
 /// reading the event back then panicked, and `wwebjs` delivered `null`.
@@ -25,6 +25,7 @@ async fn payloads_that_cannot_be_read_back_exactly_are_refused_at_ingest() {
         (r#"{"text": "\ud800"}"#, "hex escape"),
         (r#"{"text": "\udc00 alone"}"#, "lone leading surrogate"),
         (deep.as_str(), "recursion limit exceeded"),
+        (r#"{"to": "1", "to": "2"}"#, "key `to` appears twice"),
     ] {
         let one = format!(r#"{{"type": "t", "id": "bad-1", "payload": {payload}}}"#);
         let response = app.call_raw(Method::POST, "/v1/events", token, one).await;
@@ -420,6 +421,8 @@ async fn spawn_herald_on_a_small_disk(dir: &std::path::Path) -> Option<(tokio::p
 async fn attempts_made_while_the_disk_is_full_are_recorded_once_there_is_room() {
     let dir = tempfile::tempdir().unwrap();
     let Some((child, base)) = spawn_herald_on_a_small_disk(dir.path()).await else {
+        // CI runs as root, where this must run: a skip there would prove nothing.
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI could not mount the small filesystem");
         eprintln!("skipped: this machine does not let a test mount a small filesystem (needs root and unshare)");
         return;
     };
@@ -489,4 +492,34 @@ async fn attempts_made_while_the_disk_is_full_are_recorded_once_there_is_room() 
     receiver.open.add_permits(1);
     receiver.wait_for(6).await;
     crate::support::stop_gracefully(child).await;
+}
+
+/// The review of the fix for defect 3: a breaker's probe that cannot be
+/// rendered reached no receiver, and left the breaker waiting for it for
+/// ever (`probing`), so nothing more went to that webhook until a restart.
+#[tokio::test]
+async fn a_probe_that_cannot_be_rendered_lets_another_delivery_probe() {
+    let mut app = TestApp::spawn().await;
+    let mut receiver = Receiver::start_with(vec![Reply::status(500); 5]).await;
+    let body = format!("[{}0]", "\"@{{payload.b}}\",".repeat(300));
+    let webhook =
+        app.create_webhook(json!({"url": receiver.url, "profile": "compose", "template": {"body": body}})).await;
+    let path = format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap());
+    for i in 0..5 {
+        app.send_event(json!({"type": "t", "id": format!("fail{i}"), "payload": {"b": "y"}})).await;
+        assert_eq!(app.next_attempt().await.attempt.status_code, Some(500));
+        receiver.next().await;
+    }
+    assert_eq!(app.get(&path).await.1["circuit"]["state"], "open");
+    // Due now, while the breaker is open: the next probe, once it may go.
+    app.send_event(json!({"type": "t", "id": "huge", "payload": {"b": "x".repeat(400 * 1024)}})).await;
+    app.clock.advance(Duration::from_secs(1));
+    let attempt = app.next_attempt().await;
+    assert_eq!(attempt.attempt.error_class, Some(herald::model::ErrorClass::Render));
+    // The breaker can probe again, with the next delivery due.
+    app.send_event(json!({"type": "t", "id": "after", "payload": {"b": "z"}})).await;
+    let request = receiver.next().await;
+    assert_eq!(request.json()[0], "z");
+    assert_eq!(app.next_attempt().await.next, herald::model::NextStep::Success);
+    assert_eq!(app.get(&path).await.1["circuit"]["state"], "closed");
 }

@@ -397,3 +397,24 @@ async fn hardening_5_a_start_names_the_webhooks_that_sign_with_an_api_token() {
     let expected = vec![(account.id.clone(), "wh_moved".to_owned()), (account.id.clone(), "wh_old".to_owned())];
     assert_eq!(named, expected);
 }
+
+/// A bot registered without `event_types` gets every Viber callback, but
+/// none of the account's other channels: its token is held in clear by the
+/// bot, and before this it could pull the account's every event.
+#[tokio::test]
+async fn a_bot_without_a_filter_gets_every_viber_callback_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let mut bot = Receiver::start().await;
+    let token = app.viber_token().await;
+    let reply = set_webhook(&app, Some(&token), json!({"url": bot.url})).await;
+    assert_eq!(reply["status"], 0, "{reply}");
+    bot.next().await;
+    for event_type in ["delivered", "seen", "failed", "subscribed", "unsubscribed", "conversation_started", "message"] {
+        assert_eq!(viber_event(&app, event_type).await, 1, "{event_type}");
+        assert_eq!(bot.next().await.json()["event"], event_type);
+    }
+    for other in ["whatsapp:message:status", "viber:message:status", "number:unsubscribe"] {
+        let outcome = app.send_event(json!({"type": other, "payload": {"id": "x"}})).await;
+        assert_eq!(outcome["deliveries"], 0, "{other} reached the bot");
+    }
+}

@@ -172,11 +172,22 @@ fn run_in_savepoint<T>(conn: &Connection, job: impl FnOnce(&Connection) -> Store
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map_err(internal);
     run("SAVEPOINT job")?;
     let result = job(conn);
+    if conn.is_autocommit() {
+        // SQLite rolled the whole transaction back (a full disk, an I/O
+        // error mid-statement): there is no savepoint left to release, and
+        // the job's own error says why.
+        return result.and(Err(rolled_back()));
+    }
     if result.is_err() {
         run("ROLLBACK TO job")?;
     }
     run("RELEASE job")?;
     result
+}
+
+/// What the jobs of a transaction SQLite rolled back on its own hear.
+fn rolled_back() -> StoreError {
+    StoreError::Unavailable("sqlite rolled the transaction back (a full disk or an i/o error)".to_owned())
 }
 
 fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
@@ -201,19 +212,30 @@ fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
             continue;
         }
         for job in group.drain(..) {
+            if conn.is_autocommit() {
+                // An earlier job's statement took the transaction down with
+                // it: run nothing more outside one.
+                job(None)(Err(rolled_back()));
+                continue;
+            }
             completions.push(job(Some(&conn)));
         }
-        let committed = conn.execute_batch("COMMIT");
-        if let Err(err) = &committed {
-            tracing::error!(error = %err, "sqlite: commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
+        let committed = match conn.is_autocommit() {
+            true => Err(rolled_back()),
+            false => conn.execute_batch("COMMIT").map_err(|err| {
+                tracing::error!(error = %err, "sqlite: commit failed");
+                let _ = conn.execute_batch("ROLLBACK");
+                classify(format!("commit failed: {err}"), &err)
+            }),
+        };
         for completion in completions.drain(..) {
-            let outcome = match &committed {
+            completion(match &committed {
                 Ok(()) => Ok(()),
-                Err(err) => Err(classify(format!("commit failed: {err}"), err)),
-            };
-            completion(outcome);
+                Err(err) => Err(match err {
+                    StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+                    other => StoreError::Internal(anyhow::anyhow!("{other}")),
+                }),
+            });
         }
     }
 }
