@@ -94,6 +94,19 @@ impl Application {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The delivery engine, for a caller that drives it by hand (tests,
+    /// with `run_api`).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// Serves the API only: the engine sends nothing until the caller
+    /// drives it (`Engine::run_until_idle`), so a test can assert what was
+    /// sent, and that nothing more was.
+    pub async fn run_api(self, shutdown: CancellationToken) {
+        listener::serve(self.listener, self.router, self.listener_config, shutdown).await;
+    }
+
     /// A feed of attempts as the engine records them.
     pub fn attempts(&self) -> tokio::sync::broadcast::Receiver<crate::model::AttemptRecord> {
         self.engine.subscribe()

@@ -107,8 +107,7 @@ pub async fn retry(
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let delivery = state.store.retry_delivery(&account_id, &id, state.clock.now()).await?;
-    state.engine.mark_due([delivery.webhook_id.as_str()], state.clock.now());
+    let delivery = state.engine.retry(&account_id, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(delivery_json(&delivery))))
 }
 

@@ -14,7 +14,6 @@ use super::{AccountCaller, AppState, Caller};
 use crate::error::ApiError;
 use crate::filter;
 use crate::model::{Event, IngestOutcome, NewEvent, Timestamp};
-use crate::store::StoreError;
 
 pub const MAX_BATCH: usize = 1000;
 pub const MAX_ID_LEN: usize = 256;
@@ -183,7 +182,7 @@ pub async fn ingest(
     } else {
         vec![parse_json::<EventIn>(&body)?.into_new_event(None)?]
     };
-    let outcomes = ingest_events(&state, &account_id, events).await?;
+    let outcomes = state.engine.ingest(&account_id, events).await?;
     if is_batch {
         // Serialised straight from the outcomes, not through a `Value`.
         #[derive(serde::Serialize)]
@@ -196,26 +195,6 @@ pub async fn ingest(
     // A repeated id answers with the original event, as a read would.
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(outcome)).into_response())
-}
-
-/// Stores events and tells the engine about their deliveries. It runs as
-/// a task of its own: once the commit is made, the deliveries reach the
-/// engine even if the caller has hung up meanwhile.
-pub(super) async fn ingest_events(
-    state: &AppState,
-    account_id: &str,
-    events: Vec<NewEvent>,
-) -> Result<Vec<IngestOutcome>, ApiError> {
-    let (state, account_id) = (state.clone(), account_id.to_owned());
-    let ingest = tokio::spawn(async move {
-        let admit = state.engine.admission();
-        let ingested = state.store.ingest(&account_id, events, state.clock.now(), admit).await?;
-        state.engine.hand_over(ingested.handed);
-        let waiting = ingested.outcomes.iter().flat_map(|o| o.webhook_ids.iter().map(String::as_str));
-        state.engine.mark_due(waiting, state.clock.now());
-        Ok::<_, ApiError>(ingested.outcomes)
-    });
-    ingest.await.map_err(|err| ApiError::from(StoreError::Internal(anyhow::anyhow!("ingest task failed: {err}"))))?
 }
 
 pub async fn get(

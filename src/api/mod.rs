@@ -21,7 +21,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::store::Store;
 
 pub use extract::{AccountCaller, Caller, JsonBody};
-pub use webhooks::{TEST_EVENT_TYPE, validate_url};
+pub use webhooks::validate_url;
 
 /// What every handler can reach.
 #[derive(Clone)]

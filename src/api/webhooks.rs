@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::extract::OptionalJson;
 use super::{AccountCaller, AppState, JsonBody};
 use crate::error::{ApiError, ErrorCode};
-use crate::model::{NewEvent, RetiringSecret, Timestamp, Webhook, new_id};
+use crate::model::{IngestOutcome, RetiringSecret, Timestamp, Webhook, new_id};
 use crate::profile::{ComposeSpec, Profile, ProfileOptions, RESERVED_HEADERS, check_compose};
 use crate::retry::RetryPolicy;
 use crate::{filter, http_client, signing};
@@ -22,7 +22,6 @@ pub const MAX_URL_LEN: usize = 2048;
 pub const MAX_HEADERS: usize = 50;
 pub const TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=120_000;
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
-pub const TEST_EVENT_TYPE: &str = "webhook.test";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -481,19 +480,7 @@ pub async fn send_test(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<IngestOutcome>), ApiError> {
     let webhook = load(&state, &account_id, &id).await?;
-    if !webhook.enabled {
-        return Err(ApiError::new(ErrorCode::Conflict, "webhook is disabled: enable it to send a test event"));
-    }
-    let payload = json!({ "message": "test event from herald", "webhook_id": webhook.id });
-    let event = NewEvent {
-        id: None,
-        event_type: TEST_EVENT_TYPE.to_owned(),
-        payload: payload.to_string(),
-        webhook_id: Some(webhook.id),
-        timestamp: None,
-    };
-    let outcome = super::events::ingest_events(&state, &account_id, vec![event]).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::to_value(&outcome[0]).expect("outcomes serialise"))))
+    Ok((StatusCode::ACCEPTED, Json(state.engine.send_test(&webhook).await?)))
 }

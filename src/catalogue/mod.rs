@@ -9,6 +9,10 @@ use std::sync::LazyLock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The type of the events `POST /v1/webhooks/{id}/test` sends: Herald's
+/// own, in the catalogue beside the seeds' so strict accounts take it.
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
 /// One seed example: what a receiver of `profile` gets for an event of `type`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Example {
@@ -47,7 +51,7 @@ pub static EXAMPLES: LazyLock<Vec<Example>> =
 
 /// Whether the catalogue lists `event_type` (herald's own test event included).
 pub fn is_known(event_type: &str) -> bool {
-    event_type == crate::api::TEST_EVENT_TYPE || EXAMPLES.iter().any(|e| e.event_type == event_type)
+    event_type == TEST_EVENT_TYPE || EXAMPLES.iter().any(|e| e.event_type == event_type)
 }
 
 /// The catalogue grouped by channel, one entry per type with its first example.

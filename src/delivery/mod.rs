@@ -17,10 +17,14 @@
 //!
 //! Finished attempts go to the recorder, which commits them in batches; a
 //! delivery stays on its lane's held list (which claims skip) until then.
+//! Work enters through `intake` (ingest, test sends, manual retries); tests
+//! can drive the step by hand until nothing is due (`drive`).
 
 mod admission;
 mod attempt;
 mod breaker;
+mod drive;
+mod intake;
 mod recorder;
 
 use std::sync::atomic::{AtomicBool, Ordering};

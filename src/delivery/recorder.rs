@@ -90,7 +90,7 @@ impl Engine {
         self.config.max_in_flight - self.slots.available_permits()
     }
 
-    async fn record_batch(&self, batch: Vec<Finished>, stop: &CancellationToken) {
+    pub(super) async fn record_batch(&self, batch: Vec<Finished>, stop: &CancellationToken) {
         let mut dues = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
         let (mut put_off, mut waiting, mut retries) = (Vec::new(), Vec::new(), Vec::new());

@@ -12,6 +12,7 @@ mod compose;
 mod connections;
 mod crash;
 mod delivery;
+mod engine;
 mod hardening;
 mod ingest;
 mod profiles;

@@ -40,6 +40,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     /// The default account's token.
     pub token: String,
+    /// Set when the test drives the engine itself (`spawn_driven`).
+    engine: Option<Arc<herald::delivery::Engine>>,
 }
 
 pub struct Account {
@@ -53,6 +55,17 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        Self::start(adjust, false).await
+    }
+
+    /// A Herald whose engine sends nothing until the test runs it with
+    /// `run_until_idle`: then every attempt it made has finished and is
+    /// recorded, so "nothing else was sent" can be asserted soundly.
+    pub async fn spawn_driven() -> TestApp {
+        Self::start(|_| {}, true).await
+    }
+
+    async fn start(adjust: impl FnOnce(&mut ServeConfig), driven: bool) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServeConfig::from_args(ServeArgs {
             listen: Some("127.0.0.1:0".into()),
@@ -71,9 +84,20 @@ impl TestApp {
         let base = format!("http://{}", app.local_addr());
         let attempts = app.attempts();
         let shutdown = CancellationToken::new();
-        tokio::spawn(app.run(shutdown.clone()));
+        let engine = driven.then(|| app.engine());
+        match driven {
+            true => drop(tokio::spawn(app.run_api(shutdown.clone()))),
+            false => drop(tokio::spawn(app.run(shutdown.clone()))),
+        }
         let http = http_client();
-        TestApp { base, clock, http, dir, attempts, shutdown, token }
+        TestApp { base, clock, http, dir, attempts, shutdown, token, engine }
+    }
+
+    /// Runs the engine of a `spawn_driven` app until nothing is due now;
+    /// returns how many attempts it recorded.
+    pub async fn run_until_idle(&self) -> usize {
+        let engine = self.engine.as_ref().expect("run_until_idle needs TestApp::spawn_driven");
+        tokio::time::timeout(PATIENCE, engine.run_until_idle()).await.expect("the engine did not go idle").unwrap()
     }
 
     pub fn now(&self) -> Timestamp {
