@@ -77,6 +77,7 @@ async fn main() {
         previous_secret: None,
         created_at: start,
         updated_at: start,
+        disabled: None,
     };
     store.create_webhook(webhook).await.unwrap();
     let admit: Arc<dyn Admit> = Arc::new(Room(handed));

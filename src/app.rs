@@ -56,8 +56,7 @@ impl Application {
             record_credentials(&credentials::path_for_database(&db_path), &bootstrap, local_addr)?;
         }
         if let Some(env) = &config.env_webhook {
-            crate::env_webhook::apply(&*store, &bootstrap.first_account_id, env, config.allow_private_targets, now)
-                .await?;
+            crate::env_webhook::apply(&*store, &bootstrap.first_account_id, env, config.targets(), now).await?;
         }
         let outbound = Outbound::new(config.allow_private_targets, config.bind_address)?;
         let mut engine_config = config.engine.clone();
@@ -82,7 +81,7 @@ impl Application {
             store,
             clock,
             engine: engine.clone(),
-            allow_private_targets: config.allow_private_targets,
+            targets: config.targets(),
             outbound,
             bind_address: config.bind_address,
         };

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// (for local development and tests; never on a shared gateway).
     #[arg(long, env = "HERALD_ALLOW_PRIVATE_TARGETS")]
     pub allow_private_targets: bool,
+    /// Refuse webhook URLs that are not https (certificates are verified
+    /// whatever this says).
+    #[arg(long, env = "HERALD_REQUIRE_HTTPS")]
+    pub require_https: bool,
     /// Multiply every retry wait by this (0.001 turns hours into seconds).
     #[arg(long, env = "HERALD_TIME_SCALE")]
     pub time_scale: Option<f64>,
@@ -106,6 +110,7 @@ struct FileConfig {
     listen: Option<String>,
     database: Option<String>,
     allow_private_targets: Option<bool>,
+    require_https: Option<bool>,
     time_scale: Option<f64>,
     max_body_bytes: Option<usize>,
     per_webhook_concurrency: Option<usize>,
@@ -124,6 +129,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub database: String,
     pub allow_private_targets: bool,
+    pub require_https: bool,
     pub time_scale: f64,
     pub max_body_bytes: usize,
     pub admin_token: Option<String>,
@@ -189,6 +195,7 @@ impl ServeConfig {
             listen,
             database: args.database.or(file.database).unwrap_or_else(|| DEFAULT_DATABASE.to_owned()),
             allow_private_targets: args.allow_private_targets || file.allow_private_targets.unwrap_or(false),
+            require_https: args.require_https || file.require_https.unwrap_or(false),
             time_scale,
             max_body_bytes,
             admin_token: args.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
@@ -211,6 +218,13 @@ fn timeout_seconds(name: &str, seconds: Option<u64>, default: Duration) -> anyho
         Some(0) => anyhow::bail!("{name}: must be at least 1"),
         Some(seconds) => Ok(Duration::from_secs(seconds)),
         None => Ok(default),
+    }
+}
+
+impl ServeConfig {
+    /// Which webhook URLs this configuration allows.
+    pub fn targets(&self) -> crate::model::TargetPolicy {
+        crate::model::TargetPolicy { allow_private: self.allow_private_targets, require_https: self.require_https }
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::api::validate_url;
 use crate::config::EnvWebhook;
-use crate::model::{Timestamp, Webhook, new_id};
+use crate::model::{TargetPolicy, Timestamp, Webhook, new_id};
 use crate::profile::Profile;
 use crate::retry::{Exponential, MAX_WAIT, RetryPolicy};
 use crate::store::Store;
@@ -33,10 +33,10 @@ pub async fn apply(
     store: &dyn Store,
     account_id: &str,
     env: &EnvWebhook,
-    allow_private: bool,
+    targets: TargetPolicy,
     now: Timestamp,
 ) -> anyhow::Result<()> {
-    validate_url(&env.url, allow_private).map_err(|e| anyhow::anyhow!("WEBHOOK_URL: {}", e.message))?;
+    validate_url(&env.url, targets).map_err(|e| anyhow::anyhow!("WEBHOOK_URL: {}", e.message))?;
     let retry = retry_policy(env);
     retry.validate().map_err(|e| anyhow::anyhow!("WEBHOOK_RETRY_DELAY / WEBHOOK_RETRY_ATTEMPTS: {e}"))?;
     let secret = env.secret.clone().unwrap_or_default();
@@ -53,6 +53,8 @@ pub async fn apply(
         secret,
         previous_secret: None,
         updated_at: now,
+        // A restart with the variable set means the operator wants it on.
+        disabled: None,
         ..existing.clone().unwrap_or_else(|| Webhook {
             id: new_id("wh"),
             account_id: account_id.to_owned(),
@@ -69,6 +71,7 @@ pub async fn apply(
             previous_secret: None,
             created_at: now,
             updated_at: now,
+            disabled: None,
         })
     };
     match existing {

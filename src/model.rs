@@ -219,6 +219,24 @@ pub enum Principal {
     ViberBot(String),
 }
 
+/// Which webhook URLs the operator allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetPolicy {
+    /// Loopback, private and link-local targets too (`--allow-private-targets`).
+    pub allow_private: bool,
+    /// `https` only (`--require-https`; seed 002: Viber calls only HTTPS
+    /// receivers with a certificate from a trusted CA).
+    pub require_https: bool,
+}
+
+/// Why and when Herald itself disabled a webhook (its receiver said it is
+/// gone); a webhook the account disabled has none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Disabled {
+    pub reason: String,
+    pub at: Timestamp,
+}
+
 /// A signing secret that keeps signing beside the current one until
 /// `expires_at` (secret rotation).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -247,6 +265,8 @@ pub struct Webhook {
     pub previous_secret: Option<RetiringSecret>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Set, with `enabled` false, when Herald disabled the webhook.
+    pub disabled: Option<Disabled>,
 }
 
 impl Webhook {

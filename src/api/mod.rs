@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 
 use crate::clock::SharedClock;
 use crate::error::{ApiError, ErrorCode};
+use crate::model::TargetPolicy;
 use crate::store::Store;
 
 pub use extract::{AccountCaller, Caller, JsonBody};
@@ -30,7 +31,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Told of new work once it is committed.
     pub engine: Arc<crate::delivery::Engine>,
-    pub allow_private_targets: bool,
+    /// Which webhook URLs are allowed.
+    pub targets: TargetPolicy,
     /// For calls Herald makes while answering a request (Viber's
     /// verification callback).
     pub outbound: crate::http_client::Outbound,

@@ -143,7 +143,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Resu
     {
         return Err((ViberStatus::BadData, format!("event_types: unknown event type `{unknown}`")));
     }
-    validate_url(&url, state.allow_private_targets).map_err(|e| (ViberStatus::InvalidUrl, e.message))?;
+    validate_url(&url, state.targets).map_err(|e| (ViberStatus::InvalidUrl, e.message))?;
     verify_availability(state, &url, token, now).await?;
 
     // Mandatory events are always delivered, whatever the filter says. No
@@ -190,6 +190,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Resu
                 previous_secret: None,
                 created_at: now,
                 updated_at: now,
+                disabled: None,
             };
             state.store.create_webhook(webhook).await
         }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::extract::OptionalJson;
 use super::{AccountCaller, AppState, JsonBody};
 use crate::error::{ApiError, ErrorCode};
-use crate::model::{IngestOutcome, RetiringSecret, Timestamp, Webhook, new_id};
+use crate::model::{IngestOutcome, RetiringSecret, TargetPolicy, Timestamp, Webhook, new_id};
 use crate::profile::{ComposeSpec, Profile, ProfileOptions, RESERVED_HEADERS, check_compose};
 use crate::retry::RetryPolicy;
 use crate::{filter, http_client, signing};
@@ -93,6 +93,10 @@ pub struct WebhookView<'a> {
     options: &'a ProfileOptions,
     created_at: Timestamp,
     updated_at: Timestamp,
+    /// Why Herald disabled it (its receiver answered 410 Gone); null when
+    /// enabled, or disabled by the account.
+    disabled_reason: Option<&'a str>,
+    disabled_at: Option<Timestamp>,
 }
 
 impl<'a> From<&'a Webhook> for WebhookView<'a> {
@@ -112,13 +116,15 @@ impl<'a> From<&'a Webhook> for WebhookView<'a> {
             options: &w.options,
             created_at: w.created_at,
             updated_at: w.updated_at,
+            disabled_reason: w.disabled.as_ref().map(|d| d.reason.as_str()),
+            disabled_at: w.disabled.as_ref().map(|d| d.at),
         }
     }
 }
 
 /// Checks a target URL; IP literals and `localhost` that are not public
 /// are refused early here, and every address again at connect time.
-pub fn validate_url(raw: &str, allow_private: bool) -> Result<(), ApiError> {
+pub fn validate_url(raw: &str, policy: TargetPolicy) -> Result<(), ApiError> {
     if raw.len() > MAX_URL_LEN {
         return Err(ApiError::invalid_field(format!("url: at most {MAX_URL_LEN} characters")));
     }
@@ -126,10 +132,15 @@ pub fn validate_url(raw: &str, allow_private: bool) -> Result<(), ApiError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ApiError::invalid_field(format!("url: scheme must be http or https, not `{}`", url.scheme())));
     }
+    if policy.require_https && url.scheme() != "https" {
+        return Err(ApiError::invalid_field(
+            "url: this herald sends only to https receivers (--require-https); use an https url",
+        ));
+    }
     let Some(host) = url.host() else {
         return Err(ApiError::invalid_field("url: must name a host"));
     };
-    if allow_private {
+    if policy.allow_private {
         return Ok(());
     }
     let refused = match host {
@@ -209,19 +220,19 @@ async fn load(state: &AppState, account_id: &str, id: &str) -> Result<Webhook, A
 /// Checks a whole webhook, as create and update both make it, and
 /// normalises its header names: one validation, so an update can never
 /// store what a create refuses. Returns the template's warnings.
-fn validate_webhook(webhook: &mut Webhook, allow_private: bool) -> Result<Vec<String>, ApiError> {
+fn validate_webhook(webhook: &mut Webhook, policy: TargetPolicy) -> Result<Vec<String>, ApiError> {
     validate_description(&webhook.description)?;
     validate_event_types(&webhook.event_types)?;
     webhook.headers = validate_headers(&webhook.headers)?;
     validate_retry(&webhook.retry)?;
     validate_timeout(webhook.timeout_ms)?;
-    check_profile_fields(webhook, allow_private)
+    check_profile_fields(webhook, policy)
 }
 
 /// Checks what depends on the profile: the URL (a template for
 /// `compose`), the template itself and the profile-only options. Returns
 /// the template's warnings.
-fn check_profile_fields(webhook: &Webhook, allow_private: bool) -> Result<Vec<String>, ApiError> {
+fn check_profile_fields(webhook: &Webhook, policy: TargetPolicy) -> Result<Vec<String>, ApiError> {
     // A compose URL is a template: its own length is bounded too, not
     // only the sample's (placeholders shrink to one character there).
     if webhook.url.len() > MAX_URL_LEN {
@@ -232,7 +243,7 @@ fn check_profile_fields(webhook: &Webhook, allow_private: bool) -> Result<Vec<St
         (Profile::Compose, Some(spec)) => {
             warnings = check_compose(&webhook.url, spec).map_err(ApiError::invalid_field)?;
             let sample = crate::profile::sample_url(&webhook.url).map_err(ApiError::invalid_field)?;
-            validate_url(&sample, allow_private)?;
+            validate_url(&sample, policy)?;
         }
         (Profile::Compose, None) => {
             return Err(ApiError::invalid_field("template: the compose profile needs a template"));
@@ -240,7 +251,7 @@ fn check_profile_fields(webhook: &Webhook, allow_private: bool) -> Result<Vec<St
         (_, Some(_)) => {
             return Err(ApiError::invalid_field("template: only the compose profile takes a template"));
         }
-        (_, None) => validate_url(&webhook.url, allow_private)?,
+        (_, None) => validate_url(&webhook.url, policy)?,
     }
     let options = &webhook.options;
     if webhook.profile != Profile::ViberBot && (options.send_name || options.send_photo) {
@@ -296,8 +307,9 @@ pub async fn create(
         previous_secret: None,
         created_at: now,
         updated_at: now,
+        disabled: None,
     };
-    let warnings = validate_webhook(&mut webhook, state.allow_private_targets)?;
+    let warnings = validate_webhook(&mut webhook, state.targets)?;
     state.store.create_webhook(webhook.clone()).await?;
     let mut view = view_with_warnings(&webhook, warnings);
     view["secret"] = Value::String(webhook.secret.clone());
@@ -342,6 +354,8 @@ pub async fn update(
     }
     if let Some(enabled) = body.enabled {
         webhook.enabled = enabled;
+        // Enabled again, or disabled by the account: no longer Herald's doing.
+        webhook.disabled = None;
     }
     if let Some(headers) = body.headers {
         webhook.headers = headers;
@@ -372,7 +386,7 @@ pub async fn update(
     if let Some(timeout_ms) = body.timeout_ms {
         webhook.timeout_ms = timeout_ms;
     }
-    let warnings = validate_webhook(&mut webhook, state.allow_private_targets)?;
+    let warnings = validate_webhook(&mut webhook, state.targets)?;
     webhook.updated_at = state.clock.now();
     state.store.update_webhook(webhook.clone()).await?;
     Ok(Json(view_with_warnings(&webhook, warnings)))

@@ -1,13 +1,32 @@
 //! One attempt of one delivery: render it through its profile, send it,
 //! and decide what comes next. The decision is pure (`next_step`), so the
-//! retry rules are testable without a network.
+//! retry rules are testable without a network. What the receiver said of
+//! itself (gone for good, or slow down until a time) comes back beside it,
+//! for the engine to apply to the whole webhook.
 
 use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::http_client::{Outbound, ReceivedResponse, SendError};
 use crate::model::{Attempt, AttemptRecord, DueDelivery, ErrorClass, NextStep, Timestamp};
-use crate::retry::{RetryPolicy, parse_retry_after};
+use crate::retry::{RETRY_AFTER_CAP, RetryPolicy, parse_retry_after};
+
+/// What an attempt tells of its receiver, beyond its own delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverSays {
+    Nothing,
+    /// `410 Gone`: the webhook is to be disabled at once.
+    Gone,
+    /// `429` or `503` with `Retry-After`: send it nothing before then.
+    WaitUntil(Timestamp),
+}
+
+/// An attempt's record, and what it told of the receiver.
+#[derive(Debug, Clone)]
+pub struct Performed {
+    pub record: AttemptRecord,
+    pub receiver_says: ReceiverSays,
+}
 
 /// Sends `due` once and returns what the store should record.
 /// `jitter_sample` is uniform in [-1, 1]; `max_body` bounds what a template
@@ -20,7 +39,7 @@ pub async fn perform(
     due: &DueDelivery,
     jitter_sample: f64,
     max_body: usize,
-) -> AttemptRecord {
+) -> Performed {
     let started_at = clock.now();
     let request = match due.webhook.profile.render(due, started_at, max_body) {
         Ok(request) => request,
@@ -33,7 +52,7 @@ pub async fn perform(
                 error_class: Some(ErrorClass::Render),
                 error_message: Some(message),
             };
-            return record(due, attempt, NextStep::Failed);
+            return Performed { record: record(due, attempt, NextStep::Failed), receiver_says: ReceiverSays::Nothing };
         }
     };
     let timeout = Duration::from_millis(due.webhook.effective_timeout_ms());
@@ -43,6 +62,7 @@ pub async fn perform(
     let duration_ms = stopwatch.elapsed().as_millis() as u64;
     let finished_at = clock.now();
     let next = next_step(&due.webhook.effective_retry(), due, &result, finished_at, clock, jitter_sample);
+    let receiver_says = receiver_says(&result, finished_at, clock);
     let attempt = match result {
         Ok(response) => Attempt {
             started_at,
@@ -61,7 +81,21 @@ pub async fn perform(
             error_message: Some(message),
         },
     };
-    record(due, attempt, next)
+    Performed { record: record(due, attempt, next), receiver_says }
+}
+
+/// `410` is final for the webhook; `429` and `503` with a `Retry-After`
+/// hold all of its deliveries back (up to a day), not just this one.
+fn receiver_says(result: &Result<ReceivedResponse, SendError>, now: Timestamp, clock: &dyn Clock) -> ReceiverSays {
+    match result {
+        Ok(response) if response.status == 410 => ReceiverSays::Gone,
+        Ok(response) if response.status == 429 || response.status == 503 => response
+            .retry_after
+            .as_deref()
+            .and_then(|v| parse_retry_after(v, now.unix_seconds()))
+            .map_or(ReceiverSays::Nothing, |wait| ReceiverSays::WaitUntil(clock.after(now, wait.min(RETRY_AFTER_CAP)))),
+        _ => ReceiverSays::Nothing,
+    }
 }
 
 fn record(due: &DueDelivery, attempt: Attempt, next: NextStep) -> AttemptRecord {
@@ -89,6 +123,8 @@ pub fn next_step(
 ) -> NextStep {
     let retry_after = match result {
         Ok(response) if is_success(response.status) => return NextStep::Success,
+        // The receiver says it is gone for good: no retry can reach it.
+        Ok(response) if response.status == 410 => return NextStep::Failed,
         Ok(response) => response.retry_after.as_deref().and_then(|v| parse_retry_after(v, now.unix_seconds())),
         Err(_) => None,
     };

@@ -90,6 +90,13 @@ impl Breaker {
         self.failures_in_a_row == 0 && self.open_until.is_none()
     }
 
+    /// Holds everything back until `until` (the receiver's `Retry-After`),
+    /// without counting a failure or lengthening the cooldown: then one
+    /// probe goes, as after any opening.
+    pub fn hold_until(&mut self, until: Timestamp) {
+        self.open_until = Some(self.open_until.map_or(until, |open| open.max(until)));
+    }
+
     /// Feeds one attempt's outcome; `is_probe` when it was the probe this
     /// breaker let through.
     pub fn record(&mut self, success: bool, is_probe: bool, now: Timestamp, clock: &dyn Clock) {

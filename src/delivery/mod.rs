@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use admission::Admission;
-pub use attempt::{is_success, next_step, perform};
+pub use attempt::{Performed, ReceiverSays, is_success, next_step, perform};
 use breaker::{Allowance, Breaker};
 
 use crate::clock::SharedClock;
@@ -118,6 +118,9 @@ struct Schedule {
     total_queued: usize,
     /// Circuit breakers of webhooks that have failed lately.
     breakers: IdMap<Breaker>,
+    /// Webhooks whose receiver answered `410 Gone`, and when Herald
+    /// disabled them: deliveries claimed before then are not sent.
+    gone: IdMap<Timestamp>,
 }
 
 /// What to claim now, and when to look again if nothing else happens.
@@ -516,23 +519,34 @@ impl Engine {
             // While attempts cannot be recorded, none starts: it is put off,
             // its attempts intact, rather than sent and then sent again
             // after a restart.
-            (Ok(_turn), Ok(_slot))
-                if self.breaker_lets_through(&due.webhook.id, is_probe) && !self.recording_stalled() =>
-            {
+            (Ok(_turn), Ok(_slot)) if self.lets_through(&due, is_probe) && !self.recording_stalled() => {
                 let sample = rand::rng().random_range(-1.0..=1.0);
                 // Boxed: the attempt's future (rendering, the exchange, the
                 // timeout) is kilobytes, and a delivery's task would
                 // otherwise carry, and copy on spawn, all of it while it
                 // waits its turn.
                 let max_body = self.config.max_rendered_body;
-                let record = Box::pin(perform(&self.outbound, &*self.clock, &due, sample, max_body)).await;
+                let Performed { record, receiver_says } =
+                    Box::pin(perform(&self.outbound, &*self.clock, &due, sample, max_body)).await;
                 // A request that could not be built says nothing of the receiver.
                 if record.attempt.error_class != Some(ErrorClass::Render) {
                     self.feed_breaker(&due.webhook.id, record.next == NextStep::Success, is_probe);
                 }
-                Some(record)
+                Some((record, receiver_says))
             }
             _ => None,
+        };
+        let record = match record {
+            Some((record, ReceiverSays::Gone)) => {
+                self.disable_gone(&due).await;
+                Some(record)
+            }
+            Some((record, ReceiverSays::WaitUntil(until))) => {
+                self.hold(&due.webhook.id, until);
+                Some(record)
+            }
+            Some((record, ReceiverSays::Nothing)) => Some(record),
+            None => None,
         };
         // A probe that reached no receiver (put off, or not renderable) told
         // the breaker nothing: another delivery must get to probe, or the
@@ -559,9 +573,40 @@ impl Engine {
         }
     }
 
-    fn breaker_lets_through(&self, webhook_id: &str, is_probe: bool) -> bool {
+    /// Whether an attempt already claimed may be sent now: its breaker lets
+    /// it through, and its webhook was not found gone since it was claimed.
+    fn lets_through(&self, due: &DueDelivery, is_probe: bool) -> bool {
         let schedule = self.schedule.lock().unwrap();
-        schedule.breakers.get(webhook_id).is_none_or(|b| b.lets_through(self.clock.now(), is_probe))
+        let webhook_id = &due.webhook.id;
+        schedule.gone.get(webhook_id).is_none_or(|gone_at| due.webhook.updated_at > *gone_at)
+            && schedule.breakers.get(webhook_id).is_none_or(|b| b.lets_through(self.clock.now(), is_probe))
+    }
+
+    /// The receiver answered `410 Gone`: its webhook is disabled at once,
+    /// and nothing it already holds is sent (it goes back to the store,
+    /// whose claims fail the deliveries of a disabled webhook).
+    async fn disable_gone(&self, due: &DueDelivery) {
+        let now = self.clock.now();
+        self.schedule.lock().unwrap().gone.insert(due.webhook.id.clone(), now);
+        let reason = "the receiver answered 410 Gone";
+        match self.store.disable_webhook(&due.webhook.account_id, &due.webhook.id, reason, now).await {
+            Ok(true) => {
+                tracing::warn!(webhook_id = %due.webhook.id, "webhook disabled: its receiver answered 410 Gone")
+            }
+            Ok(false) => {}
+            Err(err) => tracing::error!(webhook_id = %due.webhook.id, error = %err, "could not disable a gone webhook"),
+        }
+    }
+
+    /// The receiver asked for a pause (`Retry-After` on 429 or 503): its
+    /// webhook sends nothing before `until`, its deliveries keeping their
+    /// attempts; other webhooks are not held.
+    fn hold(&self, webhook_id: &str, until: Timestamp) {
+        let mut schedule = self.schedule.lock().unwrap();
+        schedule.breakers.entry(webhook_id.to_owned()).or_default().hold_until(until);
+        self.refresh_room(&schedule, webhook_id, self.clock.now());
+        drop(schedule);
+        self.wake.notify_one();
     }
 
     fn give_back_probe(&self, webhook_id: &str) {

@@ -84,6 +84,7 @@ mod tests {
                 previous_secret: previous,
                 created_at: Timestamp(0),
                 updated_at: Timestamp(0),
+                disabled: None,
             }
             .into(),
         }

@@ -128,6 +128,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_webhook(&self, account_id: &str, id: &str) -> StoreResult<Option<Webhook>>;
     /// Replaces a webhook's fields; `NotFound` if it is not the account's.
     async fn update_webhook(&self, webhook: Webhook) -> StoreResult<()>;
+    /// Disables an enabled webhook on Herald's own account (its receiver
+    /// is gone), saying why; false if it was not enabled. Its unfinished
+    /// deliveries fail when next claimed.
+    async fn disable_webhook(&self, account_id: &str, id: &str, reason: &str, now: Timestamp) -> StoreResult<bool>;
     /// Deletes a webhook; its unfinished deliveries fail when next claimed.
     async fn delete_webhook(&self, account_id: &str, id: &str, now: Timestamp) -> StoreResult<()>;
 

@@ -18,7 +18,12 @@ pub(crate) fn drop_first_attempt_columns(conn: &rusqlite::Connection) {
 /// The column migration 6 added, dropped again: token kinds, which every
 /// database before it lacks.
 pub(crate) fn drop_token_kinds(conn: &rusqlite::Connection) {
-    conn.execute_batch("ALTER TABLE tokens DROP COLUMN kind").unwrap();
+    conn.execute_batch(
+        "ALTER TABLE tokens DROP COLUMN kind;
+         ALTER TABLE webhooks DROP COLUMN disabled_reason;
+         ALTER TABLE webhooks DROP COLUMN disabled_at;",
+    )
+    .unwrap();
 }
 
 fn record(account_id: &str, delivery_id: &str, number: u32, status: u16, duration_ms: u64) -> AttemptRecord {

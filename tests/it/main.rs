@@ -16,6 +16,7 @@ mod engine;
 mod hardening;
 mod ingest;
 mod profiles;
+mod receivers;
 mod retries;
 mod safety;
 mod seeds;

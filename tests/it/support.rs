@@ -65,6 +65,11 @@ impl TestApp {
         Self::start(|_| {}, true).await
     }
 
+    /// `spawn_driven` with the configuration adjusted.
+    pub async fn spawn_driven_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        Self::start(adjust, true).await
+    }
+
     async fn start(adjust: impl FnOnce(&mut ServeConfig), driven: bool) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServeConfig::from_args(ServeArgs {

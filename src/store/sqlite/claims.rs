@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::{WEBHOOK_COLUMNS, webhook_from_row};
+use super::rows::{N_WEBHOOK_COLUMNS, WEBHOOK_COLUMNS, webhook_from_row};
 use crate::model::{DueDelivery, Timestamp, Webhook};
 use crate::profile::Profile;
 use crate::store::{ClaimCursor, ClaimWant, ClaimedBatch, IdSet, StoreResult};
@@ -55,7 +55,7 @@ pub(super) fn find_due(
     let sql = format!("SELECT {WEBHOOK_COLUMNS}, w.deleted FROM webhooks w WHERE w.id = ?1");
     let found = conn
         .prepare_cached(&sql)?
-        .query_row([&want.webhook_id], |row| Ok((webhook_from_row(row, 0)?, row.get::<_, bool>(16)?)))
+        .query_row([&want.webhook_id], |row| Ok((webhook_from_row(row, 0)?, row.get::<_, bool>(N_WEBHOOK_COLUMNS)?)))
         .optional()?;
     let refusal = match &found {
         None | Some((_, true)) => Some("webhook deleted"),
@@ -240,5 +240,6 @@ fn placeholder_webhook(id: &str, account_id: &str) -> Webhook {
         previous_secret: None,
         created_at: Timestamp(0),
         updated_at: Timestamp(0),
+        disabled: None,
     }
 }

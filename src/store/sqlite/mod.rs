@@ -230,8 +230,9 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 conn.prepare_cached(
                     "INSERT INTO webhooks (id, account_id, url, description, event_types, enabled, headers, profile, \
-                     retry, timeout_ms, secret, previous_secret, previous_expires_at, created_at, updated_at, options) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                     retry, timeout_ms, secret, previous_secret, previous_expires_at, created_at, updated_at, options, \
+                     disabled_reason, disabled_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 )?
                 .execute(rusqlite::params_from_iter(webhook_values(&webhook)))?;
                 Ok(())
@@ -264,11 +265,25 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, enabled = ?6, headers = ?7, \
                          profile = ?8, retry = ?9, timeout_ms = ?10, secret = ?11, previous_secret = ?12, \
-                         previous_expires_at = ?13, updated_at = ?15, options = ?16 \
-                         WHERE id = ?1 AND account_id = ?2 AND deleted = 0",
+                         previous_expires_at = ?13, updated_at = ?15, options = ?16, disabled_reason = ?17, \
+                         disabled_at = ?18 WHERE id = ?1 AND account_id = ?2 AND deleted = 0",
                     )?
                     .execute(rusqlite::params_from_iter(webhook_values(&webhook)))?;
                 if n == 0 { Err(StoreError::NotFound("webhook".into())) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn disable_webhook(&self, account_id: &str, id: &str, reason: &str, now: Timestamp) -> StoreResult<bool> {
+        let (account_id, id, reason) = (account_id.to_owned(), id.to_owned(), reason.to_owned());
+        self.pool
+            .write(move |conn| {
+                let n = conn.execute(
+                    "UPDATE webhooks SET enabled = 0, disabled_reason = ?3, disabled_at = ?4, updated_at = ?4 \
+                     WHERE id = ?1 AND account_id = ?2 AND deleted = 0 AND enabled = 1",
+                    params![id, account_id, reason, now.0],
+                )?;
+                Ok(n > 0)
             })
             .await
     }

@@ -5,11 +5,16 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, Row, params};
 
-use crate::model::{Account, Delivery, DeliveryStatus, RetiringSecret, Timestamp, Webhook, new_id};
+use crate::model::{Account, Delivery, DeliveryStatus, Disabled, RetiringSecret, Timestamp, Webhook, new_id};
 use crate::profile::Profile;
 
+/// How many columns `WEBHOOK_COLUMNS` names: a query that reads more after
+/// them starts there.
+pub(super) const N_WEBHOOK_COLUMNS: usize = 18;
+
 pub(super) const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.description, w.event_types, w.enabled, w.headers, \
-     w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at, w.options";
+     w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at, w.options, \
+     w.disabled_reason, w.disabled_at";
 
 pub(super) fn json_column<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(idx)?;
@@ -43,6 +48,10 @@ pub(super) fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook
         created_at: Timestamp(row.get(at + 13)?),
         updated_at: Timestamp(row.get(at + 14)?),
         options: json_column(row, at + 15)?.unwrap_or_default(),
+        disabled: row
+            .get::<_, Option<String>>(at + 16)?
+            .zip(row.get::<_, Option<i64>>(at + 17)?)
+            .map(|(reason, at)| Disabled { reason, at: Timestamp(at) }),
     })
 }
 
@@ -69,6 +78,8 @@ pub(super) fn webhook_values(w: &Webhook) -> Vec<rusqlite::types::Value> {
         Value::Integer(w.created_at.0),
         Value::Integer(w.updated_at.0),
         opt_text(options_json(&w.options)),
+        opt_text(w.disabled.as_ref().map(|d| d.reason.clone())),
+        opt_int(w.disabled.as_ref().map(|d| d.at.0)),
     ]
 }
 
@@ -174,4 +185,12 @@ pub(super) fn finish_without_attempt(
     )?
     .execute(params![delivery_id, reason, now.0, account_id])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn n_webhook_columns_counts_webhook_columns() {
+        assert_eq!(super::WEBHOOK_COLUMNS.split(',').count(), super::N_WEBHOOK_COLUMNS);
+    }
 }

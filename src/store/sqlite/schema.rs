@@ -162,6 +162,12 @@ CREATE INDEX deliveries_due
 -- its webhook signs with). Every token before this one was an API token.
 ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'api';
 "#,
+    r#"
+-- Why and when Herald itself disabled a webhook (its receiver answered
+-- 410 Gone); both null for one the account disabled, or never disabled.
+ALTER TABLE webhooks ADD COLUMN disabled_reason TEXT;
+ALTER TABLE webhooks ADD COLUMN disabled_at INTEGER;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
