@@ -242,7 +242,7 @@ async fn every_webhooks_command_reads_as_a_table_and_as_json() {
 
     // delete.
     assert_eq!(cli.table(&["webhooks", "delete", &other]).await.trim(), format!("deleted webhook {other}"));
-    assert_eq!(ids(&cli.json(&["webhooks", "list"]).await), [id.clone()]);
+    assert_eq!(ids(&cli.json(&["webhooks", "list"]).await), [id.as_str()]);
     assert_eq!(cli.json(&["webhooks", "delete", &id]).await, serde_json::json!({"id": id, "deleted": true}));
     assert!(cli.table(&["webhooks", "list"]).await.starts_with("no webhooks yet"));
 
@@ -341,7 +341,7 @@ async fn the_delivery_log_and_stats_read_as_tables_and_json() {
 
     // The API's filters.
     let failed = cli.json(&["deliveries", "list", "--status", "failed"]).await;
-    assert_eq!(ids(&failed), [failed_id.clone()]);
+    assert_eq!(ids(&failed), [failed_id.as_str()]);
     assert_eq!(ids(&cli.json(&["deliveries", "list", "--type", "order.paid"]).await), all_ids[1..]);
     assert_eq!(ids(&cli.json(&["deliveries", "list", "--webhook", &good_id]).await), all_ids[1..]);
     assert_eq!(ids(&cli.json(&["deliveries", "list", "--since", "1h"]).await), all_ids);
