@@ -40,6 +40,12 @@ fn no_huge_pages() {}
 fn main() -> std::process::ExitCode {
     keep_freed_c_memory();
     no_huge_pages();
+    // Before parsing: `.env` feeds the flags' environment variables. And
+    // before the runtime starts, since it sets variables of this process.
+    if let Err(err) = herald::cli::dotenv::load() {
+        eprintln!("error: {err:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = herald::cli::Cli::parse();
     herald::cli::init_tracing();
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");

@@ -36,6 +36,14 @@ impl HeraldProcess {
             .arg(format!("sqlite://{}", db.display()))
             .env("HERALD_LOG", std::env::var("BENCH_HERALD_LOG").unwrap_or_else(|_| "warn".into()))
             .env("HERALD_ADMIN_TOKEN", "hrld_bench_operator")
+            // Seed 004's one-webhook deployment (from the environment, or a
+            // `.env` the bench read or the child would read in its working
+            // directory) would add a receiver to every scenario.
+            .env_remove("WEBHOOK_URL")
+            .env_remove("WEBHOOK_RETRY_ATTEMPTS")
+            .env_remove("WEBHOOK_RETRY_DELAY")
+            .env_remove("WEBHOOK_SECRET")
+            .current_dir(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -1,9 +1,18 @@
 //! The subcommands of the `herald` binary: `serve` runs the gateway;
-//! `listen`, `send`, `webhooks` and `deliveries` are small tools for the
-//! people who run it.
+//! `listen` is a local receiver; `send`, `webhooks`, `deliveries` and
+//! `stats` are API clients for the people who run it (tables by default,
+//! `--json` for scripts); `bench` measures. `dotenv` reads `.env` before
+//! any of them.
 
 mod client;
+mod deliveries;
+pub mod dotenv;
 mod listen;
+mod send;
+mod stats;
+mod table;
+mod webhooks;
+mod when;
 
 use std::sync::Arc;
 
@@ -31,13 +40,13 @@ pub enum Command {
     /// Run a local receiver that prints each webhook and checks its signature.
     Listen(ListenArgs),
     /// Send one event to the gateway.
-    Send(client::SendArgs),
+    Send(send::SendArgs),
     /// Manage webhooks.
-    #[command(subcommand)]
-    Webhooks(client::WebhooksCommand),
-    /// Read the delivery log.
-    #[command(subcommand)]
-    Deliveries(client::DeliveriesCommand),
+    Webhooks(webhooks::WebhooksArgs),
+    /// Read the delivery log and retry deliveries.
+    Deliveries(deliveries::DeliveriesArgs),
+    /// Deliveries by status, success rate and latency, overall and per webhook.
+    Stats(stats::StatsArgs),
     /// Measure throughput, latency, CPU and memory on this machine.
     Bench(crate::bench::BenchArgs),
 }
@@ -54,9 +63,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Listen(args) => listen::run(args).await,
-        Command::Send(args) => client::send(args).await,
-        Command::Webhooks(command) => client::webhooks(command).await,
-        Command::Deliveries(command) => client::deliveries(command).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Webhooks(args) => webhooks::run(args).await,
+        Command::Deliveries(args) => deliveries::run(args).await,
+        Command::Stats(args) => stats::run(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
     }
 }

@@ -92,7 +92,7 @@ async fn an_environment_only_wwebjs_deployment_delivers_without_any_api_setup() 
     stop_gracefully(child).await;
     let (_child, _base) = spawn_herald_with_env(&db, &[], &env).await;
     let log: Value = serde_json::from_str(
-        &run_herald(&["deliveries", "list", "--database", &format!("sqlite://{}", db.display())]).await,
+        &run_herald(&["deliveries", "list", "--json", "--database", &format!("sqlite://{}", db.display())]).await,
     )
     .unwrap();
     let entry = &log["data"][0];

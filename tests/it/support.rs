@@ -361,8 +361,18 @@ pub async fn spawn_herald_with_open_files(
     spawn_herald_command(command).await
 }
 
-fn herald_serve_command(db: &std::path::Path, extra_args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+/// The `herald` binary with a clean environment (only `PATH`), so that a
+/// developer's `HERALD_*` or `WEBHOOK_*` variables never reach it, and the
+/// working directory `dir`, whose `.env` it reads.
+fn herald_command(dir: &std::path::Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).current_dir(dir);
+    command
+}
+
+/// `herald serve` on `db`, working in the database's directory.
+fn herald_serve_command(db: &std::path::Path, extra_args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut command = herald_command(db.parent().expect("the database is in a directory"));
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
         .arg("--database")
@@ -396,18 +406,22 @@ async fn spawn_herald_command(mut command: tokio::process::Command) -> (tokio::p
     (child, base)
 }
 
-/// Runs the `herald` binary with `args` to completion; returns stdout.
+/// Runs the `herald` binary with `args` to completion in an empty
+/// directory; returns stdout, failing the test if it fails.
 pub async fn run_herald(args: &[&str]) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(args)
-        .env_remove("HERALD_URL")
-        .env_remove("HERALD_TOKEN")
-        .output()
-        .await
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_herald_in(dir.path(), args, &[]).await;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "herald {args:?} failed: {}{stdout}", String::from_utf8_lossy(&output.stderr));
     stdout
+}
+
+/// Runs the `herald` binary with `args` to completion in `dir`, with only
+/// `PATH` and `env` in its environment, whatever its exit status.
+pub async fn run_herald_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let run = herald_command(dir).args(args).envs(env.iter().copied()).kill_on_drop(true).output();
+    // Generous: `herald bench --smoke` runs whole scenarios in here.
+    tokio::time::timeout(PATIENCE * 15, run).await.expect("herald did not finish in time").unwrap()
 }
 
 /// Runs a checker script from `tests/verifiers` with `args`, feeding it
