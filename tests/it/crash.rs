@@ -105,7 +105,7 @@ async fn every_accepted_event_arrives_after_a_kill_9() {
     tokio::time::timeout(PATIENCE, count.wait_for(|n| *n > 300)).await.unwrap().unwrap();
     tokio::time::timeout(PATIENCE * 3, n_accepted.wait_for(|n| *n >= 2000)).await.unwrap().unwrap();
     child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    tokio::time::timeout(PATIENCE, child.wait()).await.expect("herald died in time after SIGKILL").unwrap();
     for sender in senders {
         sender.await.unwrap();
     }

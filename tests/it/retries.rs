@@ -184,9 +184,7 @@ async fn a_receiver_that_never_answers_times_out() {
 #[tokio::test]
 async fn a_refused_connection_is_a_connect_error() {
     let mut app = TestApp::spawn().await;
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", closed.local_addr().unwrap());
-    drop(closed);
+    let (_reserved, url) = crate::support::refused_url();
     app.create_webhook(json!({"url": url, "retry": {"schedule": [1]}})).await;
     app.send_event(json!({"type": "t", "payload": {}})).await;
     let record = app.next_attempt().await;

@@ -133,12 +133,42 @@ impl TestApp {
         body
     }
 
-    /// The next attempt the engine records.
+    /// The next attempt the engine records. The feed is a broadcast of
+    /// 1024: a test that falls further behind than that has lost records,
+    /// and says so rather than calling the feed closed.
     pub async fn next_attempt(&mut self) -> AttemptRecord {
-        tokio::time::timeout(PATIENCE, self.attempts.recv())
-            .await
-            .expect("no attempt was recorded in time")
-            .expect("the attempt feed closed")
+        match tokio::time::timeout(PATIENCE, self.attempts.recv()).await.expect("no attempt was recorded in time") {
+            Ok(record) => record,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                panic!("the attempt feed lagged: {n} records were dropped before the test read them")
+            }
+            Err(broadcast::error::RecvError::Closed) => panic!("the attempt feed closed"),
+        }
+    }
+
+    /// Checks that `receiver` (the URL of webhook `webhook_id`) got nothing
+    /// more than the test has taken, without sleeping: a marker event is sent
+    /// to that webhook alone and must be the next request to arrive there, so
+    /// anything the engine had sent before it has arrived by then.
+    #[track_caller]
+    pub fn nothing_more<'a>(
+        &'a self,
+        receiver: &'a mut Receiver,
+        webhook_id: &'a str,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let marker = format!("marker-{}", uuid_like());
+            let event = json!({"type": "herald.test.marker", "payload": {"marker": marker}, "webhook_id": webhook_id});
+            let sent = self.send_event(event).await;
+            assert_eq!(sent["deliveries"], 1, "the marker went to {webhook_id} ({caller})");
+            let next = receiver.next().await;
+            let body = String::from_utf8_lossy(&next.body);
+            assert!(body.contains(&marker), "{caller}: a request arrived before the marker: {body}");
+            let rest: Vec<String> =
+                receiver.drain().iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
+            assert!(rest.is_empty(), "{caller}: requests after the marker: {rest:?}");
+        }
     }
 
     pub async fn delivery(&self, id: &str) -> Value {
@@ -178,6 +208,13 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A value no other marker in this process shares.
+fn uuid_like() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 async fn read(response: reqwest::Response) -> (StatusCode, Value) {
@@ -236,11 +273,33 @@ impl Reply {
     }
 }
 
-/// A scripted receiver: answers requests with the queued replies in order,
-/// then 200, and hands every request to the test.
+/// Picks out the requests one keyed reply answers.
+type Matcher = Box<dyn Fn(&Received) -> bool + Send>;
+
+/// What the receiver has yet to answer: replies keyed by request, each for
+/// the first request it matches, then replies in arrival order.
+#[derive(Default)]
+struct Script {
+    keyed: Vec<(Matcher, Reply)>,
+    queued: VecDeque<Reply>,
+}
+
+impl Script {
+    fn answer(&mut self, request: &Received) -> Reply {
+        if let Some(i) = self.keyed.iter().position(|(matches, _)| matches(request)) {
+            return self.keyed.remove(i).1;
+        }
+        self.queued.pop_front().unwrap_or(Reply::status(200))
+    }
+}
+
+/// A scripted receiver: answers requests with the replies keyed to them,
+/// else with the queued replies in order, then 200, and hands every
+/// request to the test. Where more than one request can be in flight,
+/// key the replies (`reply_to`): arrival order is a race there.
 pub struct Receiver {
     pub url: String,
-    script: Arc<Mutex<VecDeque<Reply>>>,
+    script: Arc<Mutex<Script>>,
     requests: mpsc::UnboundedReceiver<Received>,
 }
 
@@ -250,12 +309,13 @@ impl Receiver {
     }
 
     pub async fn start_with(replies: Vec<Reply>) -> Receiver {
-        let script = Arc::new(Mutex::new(VecDeque::from(replies)));
+        let script = Arc::new(Mutex::new(Script { keyed: Vec::new(), queued: VecDeque::from(replies) }));
         let (tx, requests) = mpsc::unbounded_channel();
         let answers = script.clone();
         let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let reply = answers.lock().unwrap().pop_front().unwrap_or(Reply::status(200));
-            let _ = tx.send(Received { method, uri, headers, body });
+            let request = Received { method, uri, headers, body };
+            let reply = answers.lock().unwrap().answer(&request);
+            let _ = tx.send(request);
             async move {
                 if reply.hang {
                     std::future::pending::<()>().await;
@@ -273,8 +333,14 @@ impl Receiver {
         Receiver { url, script, requests }
     }
 
+    /// Answers the first request `matches` picks (whenever it arrives)
+    /// with `reply`.
+    pub fn reply_to(&self, matches: impl Fn(&Received) -> bool + Send + 'static, reply: Reply) {
+        self.script.lock().unwrap().keyed.push((Box::new(matches), reply));
+    }
+
     pub fn then(&self, reply: Reply) {
-        self.script.lock().unwrap().push_back(reply);
+        self.script.lock().unwrap().queued.push_back(reply);
     }
 
     /// The next request, failing the test if none comes.
@@ -293,6 +359,16 @@ impl Receiver {
         }
         out
     }
+}
+
+/// A URL where every connection is refused, and the socket that keeps it
+/// so: bound and never listening, it holds its port for as long as the
+/// test keeps it, so no other test can take the port meanwhile.
+pub fn refused_url() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}/hook", socket.local_addr().unwrap());
+    (socket, url)
 }
 
 /// Starts `herald serve` as a child process on a free port with `db`;
@@ -332,8 +408,24 @@ pub async fn spawn_herald_with_open_files(
     spawn_herald_command(command).await
 }
 
+/// A command for a child process with a clean environment: only `PATH`
+/// and `HOME` (and pyenv's choice of python, for the verifiers) from the
+/// developer's, so a stray `WEBHOOK_URL`, `HERALD_TIME_SCALE` or
+/// `HERALD_CONFIG` cannot change what the child does. The test adds the
+/// rest.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command.env_clear();
+    for name in ["PATH", "HOME", "PYENV_ROOT", "PYENV_VERSION"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+}
+
 fn herald_serve_command(db: &std::path::Path, extra_args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    let mut command = clean_command(env!("CARGO_BIN_EXE_herald"));
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
         .arg("--database")
@@ -369,13 +461,13 @@ async fn spawn_herald_command(mut command: tokio::process::Command) -> (tokio::p
 
 /// Runs the `herald` binary with `args` to completion; returns stdout.
 pub async fn run_herald(args: &[&str]) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(args)
-        .env_remove("HERALD_URL")
-        .env_remove("HERALD_TOKEN")
-        .output()
-        .await
-        .unwrap();
+    let output = tokio::time::timeout(
+        PATIENCE,
+        clean_command(env!("CARGO_BIN_EXE_herald")).args(args).kill_on_drop(true).output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("herald {args:?} did not finish in time"))
+    .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "herald {args:?} failed: {}{stdout}", String::from_utf8_lossy(&output.stderr));
     stdout
@@ -386,16 +478,20 @@ pub async fn run_herald(args: &[&str]) -> String {
 pub async fn run_verifier(program: &str, script: &str, args: &[&str], body: &[u8]) -> String {
     use tokio::io::AsyncWriteExt;
     let path = format!("{}/tests/verifiers/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = tokio::process::Command::new(program)
+    let mut child = clean_command(program)
         .arg(&path)
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {program} (.ci/run installs it): {e}"));
     child.stdin.take().unwrap().write_all(body).await.unwrap();
-    let output = child.wait_with_output().await.unwrap();
+    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish in time"))
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
