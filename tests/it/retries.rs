@@ -251,10 +251,8 @@ async fn a_circuit_breaker_stops_hammering_a_failing_receiver_and_probes_it() {
     let mut receiver = Receiver::start_with((0..6).map(|_| Reply::status(503)).collect()).await;
     let webhook = app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": [3600]}})).await;
     let mut pacer = Receiver::start().await;
-    let pacer_id = app.create_webhook(json!({"url": pacer.url, "event_types": ["pace"]})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let pacer_id =
+        app.create_webhook(json!({"url": pacer.url, "event_types": ["pace"]})).await["id"].as_str().unwrap().to_owned();
     let start = app.now();
     let batch: Vec<Value> = (0..8).map(|n| json!({"type": "t", "payload": {"n": n}})).collect();
     assert_eq!(app.post("/v1/events", json!(batch)).await.0, 202);
@@ -288,7 +286,8 @@ async fn a_circuit_breaker_stops_hammering_a_failing_receiver_and_probes_it() {
     // follows at once, with its attempts intact.
     receiver.next().await;
     assert_eq!(app.next_attempt().await.next, NextStep::Success);
-    let (_, page) = app.get(&format!("/v1/deliveries?status=success&webhook_id={}", webhook["id"].as_str().unwrap())).await;
+    let (_, page) =
+        app.get(&format!("/v1/deliveries?status=success&webhook_id={}", webhook["id"].as_str().unwrap())).await;
     let succeeded = page["data"].as_array().unwrap();
     assert_eq!(succeeded.len(), 2);
     for delivery in succeeded {

@@ -532,6 +532,25 @@ pub async fn stop_gracefully(mut child: tokio::process::Child) {
     assert!(status.success(), "herald exited with {status} on SIGTERM");
 }
 
+/// Milliseconds since the epoch of an RFC 3339 time, read by the `time`
+/// crate rather than by Herald.
+#[track_caller]
+pub fn unix_ms(rfc3339: &str) -> i64 {
+    let parsed = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339:?} is not RFC 3339: {e}"));
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).unwrap()
+}
+
+/// The nearest-rank percentile `p` of `values`, as the README's stats
+/// define it, worked out here rather than by Herald's `stats`.
+pub fn nearest_rank(values: &[u64], p: u64) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    // The smallest rank r with r / n >= p / 100.
+    let rank = (p as usize * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
 /// Checks an API error: its status, its stable `code`, and that its message
 /// says what is wrong (mentions `mentions`).
 #[track_caller]
