@@ -220,13 +220,16 @@ async fn the_catalogue_informs_and_strict_mode_gates() {
 
 #[tokio::test]
 async fn egress_reports_the_bind_address() {
-    let app = TestApp::spawn_with(|config| config.bind_address = Some("127.0.0.1".parse().unwrap())).await;
+    // 127.0.0.2, not the loopback default, so that the receiver can tell.
+    let app = TestApp::spawn_with(|config| config.bind_address = Some("127.0.0.2".parse().unwrap())).await;
     let (status, egress) = app.get("/v1/egress").await;
     assert_eq!(status, 200);
-    assert_eq!(egress["addresses"], json!(["127.0.0.1"]));
-    // Deliveries still go out from it.
+    assert_eq!(egress["addresses"], json!(["127.0.0.2"]));
+    // Deliveries go out from it.
     let mut receiver = Receiver::start().await;
     app.create_webhook(json!({"url": receiver.url, "profile": "routee"})).await;
     app.send_event(json!({"type": "viber:campaign:status", "payload": {"trackingId": "x"}})).await;
-    assert_eq!(receiver.next().await.json()["trackingId"], "x");
+    let request = receiver.next().await;
+    assert_eq!(request.json()["trackingId"], "x");
+    assert_eq!(request.peer.ip(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
 }

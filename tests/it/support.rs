@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use herald::app::Application;
 use herald::clock::{Clock, ManualClock};
@@ -227,6 +228,8 @@ async fn read(response: reqwest::Response) -> (StatusCode, Value) {
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The address the request came from.
+    pub peer: std::net::SocketAddr,
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
@@ -312,24 +315,31 @@ impl Receiver {
         let script = Arc::new(Mutex::new(Script { keyed: Vec::new(), queued: VecDeque::from(replies) }));
         let (tx, requests) = mpsc::unbounded_channel();
         let answers = script.clone();
-        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let request = Received { method, uri, headers, body };
-            let reply = answers.lock().unwrap().answer(&request);
-            let _ = tx.send(request);
-            async move {
-                if reply.hang {
-                    std::future::pending::<()>().await;
+        let app = axum::Router::new().fallback(
+            move |ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+                  method: Method,
+                  uri: Uri,
+                  headers: HeaderMap,
+                  body: Bytes| {
+                let request = Received { peer, method, uri, headers, body };
+                let reply = answers.lock().unwrap().answer(&request);
+                let _ = tx.send(request);
+                async move {
+                    if reply.hang {
+                        std::future::pending::<()>().await;
+                    }
+                    let mut response = axum::http::Response::builder().status(reply.status);
+                    for (name, value) in reply.headers {
+                        response = response.header(name, value);
+                    }
+                    response.body(axum::body::Body::from(reply.body)).unwrap()
                 }
-                let mut response = axum::http::Response::builder().status(reply.status);
-                for (name, value) in reply.headers {
-                    response = response.header(name, value);
-                }
-                response.body(axum::body::Body::from(reply.body)).unwrap()
-            }
-        });
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await });
         Receiver { url, script, requests }
     }
 
