@@ -124,10 +124,7 @@ async fn tokens_from_before_token_kinds_stay_api_tokens() {
     store.bootstrap(Some("hrld_op".into()), now).await.unwrap();
     let account = store.create_account("a", &token_hash("hrld_account"), now).await.unwrap();
     drop(store);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    crate::attempt_log::drop_token_kinds(&conn);
-    conn.execute_batch("PRAGMA user_version = 5").unwrap();
-    drop(conn);
+    crate::attempt_log::rewrite_at_schema_version(&path, 5);
 
     let store = SqliteStore::open(&path).unwrap();
     let id = account.id;
