@@ -159,7 +159,8 @@ impl TestApp {
     ) -> impl std::future::Future<Output = ()> + 'a {
         let caller = std::panic::Location::caller();
         async move {
-            let marker = format!("marker-{}", uuid_like());
+            receiver.markers_sent += 1;
+            let marker = format!("herald-test-marker-{}", receiver.markers_sent);
             let event = json!({"type": "herald.test.marker", "payload": {"marker": marker}, "webhook_id": webhook_id});
             let sent = self.send_event(event).await;
             assert_eq!(sent["deliveries"], 1, "the marker went to {webhook_id} ({caller})");
@@ -209,13 +210,6 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-/// A value no other marker in this process shares.
-fn uuid_like() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 async fn read(response: reqwest::Response) -> (StatusCode, Value) {
@@ -304,6 +298,8 @@ pub struct Receiver {
     pub url: String,
     script: Arc<Mutex<Script>>,
     requests: mpsc::UnboundedReceiver<Received>,
+    /// How many `TestApp::nothing_more` markers went here, so each is new.
+    markers_sent: u32,
 }
 
 impl Receiver {
@@ -340,7 +336,7 @@ impl Receiver {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, service).await });
-        Receiver { url, script, requests }
+        Receiver { url, script, requests, markers_sent: 0 }
     }
 
     /// Answers the first request `matches` picks (whenever it arrives)
@@ -469,10 +465,14 @@ async fn spawn_herald_command(mut command: tokio::process::Command) -> (tokio::p
     (child, base)
 }
 
+/// How long a command run to completion may take: `herald bench --smoke`
+/// alone takes about 10 s, and more on a loaded machine.
+const RUN_PATIENCE: Duration = Duration::from_secs(120);
+
 /// Runs the `herald` binary with `args` to completion; returns stdout.
 pub async fn run_herald(args: &[&str]) -> String {
     let output = tokio::time::timeout(
-        PATIENCE,
+        RUN_PATIENCE,
         clean_command(env!("CARGO_BIN_EXE_herald")).args(args).kill_on_drop(true).output(),
     )
     .await
