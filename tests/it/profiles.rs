@@ -104,8 +104,15 @@ async fn an_environment_only_wwebjs_deployment_delivers_without_any_api_setup() 
 #[tokio::test]
 async fn the_log_speaks_the_seed_words_and_stats_add_up() {
     let mut app = TestApp::spawn().await;
-    let mut good = Receiver::start().await;
-    let mut bad = Receiver::start_with(vec![Reply::status(500).with_body("nope"), Reply::status(500)]).await;
+    // Slower and slower answers, so that every percentile falls on a
+    // different attempt and a wrong rank shows.
+    let ms = std::time::Duration::from_millis;
+    let mut good = Receiver::start_with((0..3).map(|n| Reply::status(200).after(ms(40 * n))).collect()).await;
+    let mut bad = Receiver::start_with(vec![
+        Reply::status(500).with_body("nope").after(ms(120)),
+        Reply::status(500).after(ms(160)),
+    ])
+    .await;
     let good_hook = app.create_webhook(json!({"url": good.url, "event_types": ["ok"]})).await;
     let bad_hook =
         app.create_webhook(json!({"url": bad.url, "event_types": ["bad"], "retry": {"schedule": [1]}})).await;

@@ -245,6 +245,8 @@ impl Received {
 pub struct Reply {
     /// Never answer: the request stays open until the receiver is dropped.
     pub hang: bool,
+    /// How long the receiver takes before it answers.
+    pub delay: Duration,
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
@@ -252,7 +254,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply { hang: false, status, headers: Vec::new(), body: String::new() }
+        Reply { hang: false, delay: Duration::ZERO, status, headers: Vec::new(), body: String::new() }
     }
 
     pub fn hang() -> Reply {
@@ -261,6 +263,13 @@ impl Reply {
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Answers only after `delay`: a slow receiver, for attempts whose
+    /// durations must differ.
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
         self
     }
 
@@ -324,6 +333,7 @@ impl Receiver {
                     if reply.hang {
                         std::future::pending::<()>().await;
                     }
+                    tokio::time::sleep(reply.delay).await;
                     let mut response = axum::http::Response::builder().status(reply.status);
                     for (name, value) in reply.headers {
                         response = response.header(name, value);
