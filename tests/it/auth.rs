@@ -30,13 +30,19 @@ async fn every_v1_call_needs_a_known_token() {
 #[tokio::test]
 async fn only_the_operator_creates_accounts_and_only_accounts_use_the_rest() {
     let app = TestApp::spawn().await;
-    let (status, body) = app.call(Method::POST, "/v1/accounts", &app.token, Some(json!({"name": "x"}))).await;
-    assert_eq!(status, 403, "{body}");
-    let (status, body) = app.call(Method::GET, "/v1/webhooks", OPERATOR_TOKEN, None).await;
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(body["code"], "forbidden");
-    let (status, body) = app.call(Method::POST, "/v1/viber/auth-tokens", OPERATOR_TOKEN, None).await;
-    assert_eq!(status, 403, "{body}");
+    check_error(
+        app.call(Method::POST, "/v1/accounts", &app.token, Some(json!({"name": "x"}))).await,
+        403,
+        "forbidden",
+        "operator",
+    );
+    check_error(app.call(Method::GET, "/v1/webhooks", OPERATOR_TOKEN, None).await, 403, "forbidden", "account");
+    check_error(
+        app.call(Method::POST, "/v1/viber/auth-tokens", OPERATOR_TOKEN, None).await,
+        403,
+        "forbidden",
+        "account",
+    );
 
     let account = app.new_account().await;
     assert!(account.id.starts_with("acc_"));
@@ -84,6 +90,7 @@ async fn another_accounts_ids_are_not_found() {
         });
         let (status, nothing) = app.call(method.clone(), &missing, &app.token, body).await;
         assert_eq!(status, 404, "{method} {missing}");
+        assert_eq!(nothing["code"], "not_found", "{method} {missing}");
         assert_eq!(
             theirs["message"].as_str().unwrap().split('`').next(),
             nothing["message"].as_str().unwrap().split('`').next()
