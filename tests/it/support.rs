@@ -149,8 +149,10 @@ impl TestApp {
 
     /// Checks that `receiver` (the URL of webhook `webhook_id`) got nothing
     /// more than the test has taken, without sleeping: a marker event is sent
-    /// to that webhook alone and must be the next request to arrive there, so
-    /// anything the engine had sent before it has arrived by then.
+    /// to that webhook alone and must be the next request to arrive there,
+    /// and nothing may follow it. A delivery of the same webhook goes through
+    /// the same lane, so one the engine had started before the marker shows
+    /// up first (or, with several slots in the lane, at the latest beside it).
     #[track_caller]
     pub fn nothing_more<'a>(
         &'a self,

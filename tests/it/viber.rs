@@ -67,8 +67,8 @@ async fn registering_verifies_the_url_and_filters_events() {
     assert_eq!(viber_event(&app, "subscribed").await, 1);
     let subscribed = bot.next().await;
     assert_eq!(subscribed.json()["event"], "subscribed");
-    // (This test's payloads are too thin for the SDK's parser; the signature
-    // is what matters here.)
+    // (This test's payloads are too thin for the SDK's parser, so the
+    // signature is checked here by hand.)
     let signature = crate::support::hex_hmac(token.as_bytes(), &subscribed.body);
     assert_eq!(subscribed.header("x-viber-content-signature"), Some(signature.as_str()));
 
@@ -81,8 +81,6 @@ async fn registering_verifies_the_url_and_filters_events() {
     assert_eq!(viber_event(&app, "seen").await, 1);
     let seen = bot.next().await;
     assert_eq!(seen.json()["event"], "seen");
-    // (This test's payloads are too thin for the SDK's parser; the signature
-    // is what matters here.)
     let signature = crate::support::hex_hmac(token.as_bytes(), &seen.body);
     assert_eq!(seen.header("x-viber-content-signature"), Some(signature.as_str()));
     let (_, list) = app.get("/v1/webhooks").await;
