@@ -257,12 +257,14 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        let bad_scale = ServeArgs { time_scale: Some(0.0), ..Default::default() };
-        assert!(ServeConfig::from_args(bad_scale).is_err());
-        let bad_listen = ServeArgs { listen: Some("nowhere".into()), ..Default::default() };
-        assert!(ServeConfig::from_args(bad_listen).is_err());
-        let no_timeout = ServeArgs { idle_timeout_seconds: Some(0), ..Default::default() };
-        assert!(ServeConfig::from_args(no_timeout).is_err());
+        #[track_caller]
+        fn refused(args: ServeArgs, mentions: &str) {
+            let err = format!("{:#}", ServeConfig::from_args(args).unwrap_err());
+            assert!(err.contains(mentions), "{err:?} does not mention {mentions:?}");
+        }
+        refused(ServeArgs { time_scale: Some(0.0), ..Default::default() }, "time_scale");
+        refused(ServeArgs { listen: Some("nowhere".into()), ..Default::default() }, "nowhere");
+        refused(ServeArgs { idle_timeout_seconds: Some(0), ..Default::default() }, "idle_timeout_seconds");
     }
 
     #[test]

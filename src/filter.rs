@@ -65,7 +65,7 @@ mod tests {
         assert!(validate(&["a:*".into(), "b".into()]).is_ok());
         assert!(validate(&["a*b".into()]).unwrap_err().contains("event_types[0]"));
         assert!(validate(&["ok".into(), "has space".into()]).unwrap_err().contains("event_types[1]"));
-        assert!(validate(&["".into()]).is_err());
-        assert!(validate(&["a**".into()]).is_err());
+        assert_eq!(validate(&["".into()]).unwrap_err(), "event_types[0]: must be 1 to 256 characters");
+        assert_eq!(validate(&["a**".into()]).unwrap_err(), "event_types[0]: `*` may only appear once, at the end");
     }
 }

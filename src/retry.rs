@@ -221,7 +221,10 @@ mod tests {
         let policy = RetryPolicy::preset("business");
         assert_eq!(policy.next_wait(1, Some(Duration::from_secs(60)), 0.0), Some(Duration::from_secs(60)));
         assert_eq!(policy.next_wait(1, Some(Duration::from_secs(1)), 0.0), Some(Duration::from_secs(10)));
-        assert_eq!(policy.next_wait(1, Some(Duration::from_secs(10_000_000)), 0.0), Some(RETRY_AFTER_CAP));
+        // The README: a `Retry-After` is honoured up to one day.
+        assert_eq!(policy.next_wait(1, Some(Duration::from_secs(10_000_000)), 0.0), Some(Duration::from_secs(86_400)));
+        assert_eq!(policy.next_wait(1, Some(Duration::from_secs(86_401)), 0.0), Some(Duration::from_secs(86_400)));
+        assert_eq!(policy.next_wait(1, Some(Duration::from_secs(86_399)), 0.0), Some(Duration::from_secs(86_399)));
         assert_eq!(policy.next_wait(3, Some(Duration::from_secs(60)), 0.0), None);
     }
 
@@ -240,7 +243,8 @@ mod tests {
             RetryPolicy::Exponential(Exponential { first: 0.0, factor: 2.0, cap: 10.0, attempts: 3, jitter: 0.0 });
         assert!(bad.validate().unwrap_err().starts_with("retry.exponential.first"));
         assert!(RetryPolicy::preset("nope").validate().unwrap_err().contains("unknown preset"));
-        assert!(RetryPolicy::Schedule(vec![1.0, f64::NAN]).validate().is_err());
+        let nan = RetryPolicy::Schedule(vec![1.0, f64::NAN]).validate().unwrap_err();
+        assert_eq!(nan, "retry.schedule: wait NaN is not between 0 and 604800 seconds");
         assert!(RetryPolicy::Schedule(vec![]).validate().is_ok());
         for name in PRESETS {
             assert!(RetryPolicy::preset(name).validate().is_ok());
@@ -277,11 +281,13 @@ mod tests {
                 let jitter = policy.jitter();
                 let low = base.as_secs_f64() * (1.0 - jitter) - 0.001;
                 prop_assert!(wait.as_secs_f64() >= low);
-                if let Some(ra) = retry_after {
-                    prop_assert!(wait >= Duration::from_secs(ra).min(RETRY_AFTER_CAP));
-                }
-                let high = (base.as_secs_f64() * (1.0 + jitter)).max(RETRY_AFTER_CAP.as_secs_f64()) + 0.001;
-                prop_assert!(wait.as_secs_f64() <= high);
+                // What a `Retry-After` asks, up to the README's one day.
+                let asked = retry_after.map_or(0.0, |ra| ra.min(86_400) as f64);
+                prop_assert!(wait.as_secs_f64() >= asked);
+                // The jittered wait, or what the receiver asked if longer:
+                // never more than both.
+                let high = (base.as_secs_f64() * (1.0 + jitter)).max(asked) + 0.001;
+                prop_assert!(wait.as_secs_f64() <= high, "{wait:?} > {high}");
             }
         }
 

@@ -139,8 +139,11 @@ mod tests {
         let a = generate_secret();
         assert!(validate_secret(&a).is_ok());
         assert_ne!(a, generate_secret());
-        assert!(validate_secret("whsec_AAAA").is_err());
-        assert!(validate_secret("plain").is_err());
+        assert_eq!(
+            validate_secret("whsec_AAAA").unwrap_err(),
+            "secret: the key must decode to between 24 and 64 bytes"
+        );
+        assert_eq!(validate_secret("plain").unwrap_err(), "secret: must be `whsec_` followed by base64");
     }
 
     #[test]

@@ -390,12 +390,14 @@ mod tests {
 
     #[tokio::test]
     async fn allowed_private_targets_are_dialled() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        // A socket bound and never listening holds its port, so no other
+        // test can take it, and a dial there is refused.
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = reserved.local_addr().unwrap().port();
         let outbound = Outbound::new(true, None).unwrap();
         let err =
-            outbound.send(request(&format!("http://localhost:{port}/")), Duration::from_secs(2)).await.unwrap_err();
+            outbound.send(request(&format!("http://127.0.0.1:{port}/")), Duration::from_secs(2)).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Connect, "{err:?}");
     }
 

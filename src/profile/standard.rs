@@ -110,12 +110,18 @@ mod tests {
 
     #[test]
     fn a_retiring_secret_signs_until_it_expires() {
-        let old = signing::generate_secret();
+        let (old, new) = (signing::generate_secret(), signing::generate_secret());
         let previous = Some(RetiringSecret { secret: old.clone(), expires_at: Timestamp(2_000) });
-        let d = due(&signing::generate_secret(), previous);
-        let during = Profile::Standard.render(&d, Timestamp(1_000), usize::MAX).unwrap();
-        assert_eq!(during.header("webhook-signature").unwrap().split(' ').count(), 2);
-        let after = Profile::Standard.render(&d, Timestamp(2_000), usize::MAX).unwrap();
-        assert_eq!(after.header("webhook-signature").unwrap().split(' ').count(), 1);
+        let d = due(&new, previous);
+        // Whether `secret` verifies what was rendered at `now_ms`.
+        let verifies = |secret: &str, now_ms: i64| {
+            let request = Profile::Standard.render(&d, Timestamp(now_ms), usize::MAX).unwrap();
+            let signature = request.header("webhook-signature").unwrap();
+            let at = now_ms / 1000;
+            signing::verify_standard(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", at, &request.body, signature)
+        };
+        assert!(verifies(&new, 1_000) && verifies(&old, 1_000), "both verify during the grace");
+        assert!(verifies(&new, 2_000), "the new secret verifies after it");
+        assert!(!verifies(&old, 2_000), "the old secret no longer verifies after it");
     }
 }

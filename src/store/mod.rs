@@ -16,6 +16,8 @@ use crate::model::{
     NewEvent, Principal, Timestamp, Webhook,
 };
 
+#[doc(hidden)]
+pub use sqlite::schema_migrations;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]

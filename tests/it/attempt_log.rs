@@ -7,23 +7,51 @@ use herald::store::{IdSet, SqliteStore, Store};
 
 use crate::claims::{NOW, backlog, claim, ids};
 
-/// The columns migration 4 added, dropped again: a database as migration 3
-/// left it.
-pub(crate) fn drop_first_attempt_columns(conn: &rusqlite::Connection) {
-    for column in ["started_at", "duration_ms", "status_code", "response_body", "error_class", "error_message"] {
-        conn.execute_batch(&format!("ALTER TABLE deliveries DROP COLUMN first_{column}")).unwrap();
+/// Rewrites the SQLite file at `path` as a database an older Herald left at
+/// schema `version`: a new file made by applying the first `version`
+/// migrations, into which every row is copied, each with the columns that
+/// schema has. (Rows the current store writes the way older ones did, that
+/// is; what older versions kept elsewhere, such as a first attempt in
+/// `attempts`, the test writes by hand.)
+pub(crate) fn rewrite_at_schema_version(path: &std::path::Path, version: usize) {
+    let old = path.with_extension("old.db");
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    for migration in &herald::store::schema_migrations()[..version] {
+        conn.execute_batch(migration).unwrap();
     }
+    conn.execute_batch(&format!("PRAGMA user_version = {version}")).unwrap();
+    conn.execute("ATTACH DATABASE ?1 AS current", [path.to_str().unwrap()]).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM main.sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for table in tables {
+        let columns: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let columns = columns.join(", ");
+        conn.execute_batch(&format!("INSERT INTO main.{table} ({columns}) SELECT {columns} FROM current.{table}"))
+            .unwrap();
+    }
+    conn.execute_batch("DETACH DATABASE current").unwrap();
+    drop(conn);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    std::fs::rename(&old, path).unwrap();
 }
 
-/// The column migration 6 added, dropped again: token kinds, which every
-/// database before it lacks.
-pub(crate) fn drop_token_kinds(conn: &rusqlite::Connection) {
-    conn.execute_batch(
-        "ALTER TABLE tokens DROP COLUMN kind;
-         ALTER TABLE webhooks DROP COLUMN disabled_reason;
-         ALTER TABLE webhooks DROP COLUMN disabled_at;",
-    )
-    .unwrap();
+/// The schema version of the SQLite file at `path`.
+pub(crate) fn schema_version(path: &std::path::Path) -> usize {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
 }
 
 fn record(account_id: &str, delivery_id: &str, number: u32, status: u16, duration_ms: u64) -> AttemptRecord {
@@ -99,9 +127,8 @@ async fn a_first_attempt_recorded_before_migration_4_reads_before_the_attempts_a
     let id = ids(&claim(&store, &IdSet::default(), None, 1).await).remove(0);
     drop(store);
     let path = dir.path().join("herald.db");
+    rewrite_at_schema_version(&path, 3);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    drop_first_attempt_columns(&conn);
-    drop_token_kinds(&conn);
     conn.execute(
         "INSERT INTO attempts (delivery_id, n, started_at, duration_ms, status_code, response_body, error_class, \
          error_message) VALUES (?1, 1, ?2, 13, 500, 'answer 1', 'status', 'receiver answered 500')",
@@ -109,10 +136,10 @@ async fn a_first_attempt_recorded_before_migration_4_reads_before_the_attempts_a
     )
     .unwrap();
     conn.execute("UPDATE deliveries SET n_attempts = 1, status = 'retrying' WHERE id = ?1", [&id]).unwrap();
-    conn.execute_batch("PRAGMA user_version = 3").unwrap();
     drop(conn);
 
     let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(schema_version(&path), herald::store::schema_migrations().len(), "migrated on open");
     store.record_attempts(std::sync::Arc::new(vec![record(&account, &id, 2, 200, 23)]), Vec::new(), NOW).await.unwrap();
     assert_eq!(log_of(&store, &account, &id).await, vec![entry(1, 500, 13), entry(2, 200, 23)]);
     assert_eq!(durations(&store, &account).await, vec![13, 23]);

@@ -4,7 +4,7 @@
 use axum::http::Method;
 use serde_json::{Value, json};
 
-use crate::support::{OPERATOR_TOKEN, Receiver, TestApp};
+use crate::support::{OPERATOR_TOKEN, Receiver, TestApp, check_error};
 
 #[tokio::test]
 async fn every_v1_call_needs_a_known_token() {
@@ -20,8 +20,7 @@ async fn every_v1_call_needs_a_known_token() {
         let (status, body) = app.call_raw(method.clone(), path, None, "{}").await;
         assert_eq!(status, 401, "{method} {path}");
         assert_eq!(body["code"], "unauthorized");
-        let (status, _) = app.call_raw(method.clone(), path, Some("hrld_wrong"), "{}").await;
-        assert_eq!(status, 401, "{method} {path} with a wrong token");
+        check_error(app.call_raw(method.clone(), path, Some("hrld_wrong"), "{}").await, 401, "unauthorized", "token");
     }
     let (status, body) = app.call_raw(Method::GET, "/healthz", None, "").await;
     assert_eq!(status, 200);
@@ -31,13 +30,19 @@ async fn every_v1_call_needs_a_known_token() {
 #[tokio::test]
 async fn only_the_operator_creates_accounts_and_only_accounts_use_the_rest() {
     let app = TestApp::spawn().await;
-    let (status, body) = app.call(Method::POST, "/v1/accounts", &app.token, Some(json!({"name": "x"}))).await;
-    assert_eq!(status, 403, "{body}");
-    let (status, body) = app.call(Method::GET, "/v1/webhooks", OPERATOR_TOKEN, None).await;
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(body["code"], "forbidden");
-    let (status, body) = app.call(Method::POST, "/v1/viber/auth-tokens", OPERATOR_TOKEN, None).await;
-    assert_eq!(status, 403, "{body}");
+    check_error(
+        app.call(Method::POST, "/v1/accounts", &app.token, Some(json!({"name": "x"}))).await,
+        403,
+        "forbidden",
+        "operator",
+    );
+    check_error(app.call(Method::GET, "/v1/webhooks", OPERATOR_TOKEN, None).await, 403, "forbidden", "account");
+    check_error(
+        app.call(Method::POST, "/v1/viber/auth-tokens", OPERATOR_TOKEN, None).await,
+        403,
+        "forbidden",
+        "account",
+    );
 
     let account = app.new_account().await;
     assert!(account.id.starts_with("acc_"));
@@ -85,6 +90,7 @@ async fn another_accounts_ids_are_not_found() {
         });
         let (status, nothing) = app.call(method.clone(), &missing, &app.token, body).await;
         assert_eq!(status, 404, "{method} {missing}");
+        assert_eq!(nothing["code"], "not_found", "{method} {missing}");
         assert_eq!(
             theirs["message"].as_str().unwrap().split('`').next(),
             nothing["message"].as_str().unwrap().split('`').next()
@@ -92,10 +98,21 @@ async fn another_accounts_ids_are_not_found() {
     }
     let (_, listed) = app.call(Method::GET, "/v1/deliveries", token, None).await;
     assert_eq!(listed["data"], json!([]));
-    // Nothing of the owner's changed.
+    // Nothing of the owner's changed: the webhook is there and enabled, its
+    // secret is the one it had (the rotate did nothing), the failed delivery
+    // was not tried again (the retry did nothing), and the receiver got
+    // neither a test event nor a retry.
     let (status, still) = app.get(&format!("/v1/webhooks/{wh}")).await;
     assert_eq!(status, 200);
     assert_eq!(still["enabled"], true);
+    let (_, secret) = app.get(&format!("/v1/webhooks/{wh}/secret")).await;
+    assert_eq!(secret["secret"], webhook["secret"]);
+    assert_eq!(secret["previous_secret"], Value::Null);
+    let after = app.delivery(dlv).await;
+    assert_eq!((&after["status"], &after["n_attempts"]), (&json!("failed"), &json!(1)), "{after}");
+    app.nothing_more(&mut receiver, wh).await;
+    let (_, log) = app.get("/v1/deliveries?limit=250").await;
+    assert_eq!(log["data"].as_array().unwrap().len(), 2, "the owner's delivery and the marker: {log}");
 }
 
 /// Token kinds (migration 6): a database from before them holds only API
@@ -114,10 +131,7 @@ async fn tokens_from_before_token_kinds_stay_api_tokens() {
     store.bootstrap(Some("hrld_op".into()), now).await.unwrap();
     let account = store.create_account("a", &token_hash("hrld_account"), now).await.unwrap();
     drop(store);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    crate::attempt_log::drop_token_kinds(&conn);
-    conn.execute_batch("PRAGMA user_version = 5").unwrap();
-    drop(conn);
+    crate::attempt_log::rewrite_at_schema_version(&path, 5);
 
     let store = SqliteStore::open(&path).unwrap();
     let id = account.id;

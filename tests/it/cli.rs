@@ -66,7 +66,8 @@ async fn the_quick_start_works_end_to_end_with_a_scaled_clock() {
         .map(|a| herald::model::Timestamp::parse_rfc3339(a["started_at"].as_str().unwrap()).unwrap())
         .collect();
     let gap = started[1].0 - started[0].0;
-    assert!((5..2000).contains(&gap), "the scaled wait was {gap} ms");
+    // Only a lower bound: a loaded machine may take longer, never shorter.
+    assert!(gap >= 5, "the scaled wait was {gap} ms");
 }
 
 /// The CLI pointed at one database's credentials file.

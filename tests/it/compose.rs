@@ -4,7 +4,7 @@
 use axum::http::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Receiver, TestApp, hex_hmac};
+use crate::support::{Receiver, TestApp, check_error, hex_hmac};
 
 fn status_payload() -> Value {
     json!({
@@ -23,7 +23,7 @@ async fn the_seed_compose_request_is_rendered_and_routed_by_webhook_id() {
     let app = TestApp::spawn().await;
     let mut receiver = Receiver::start().await;
     let mut plain = Receiver::start().await;
-    app.create_webhook(json!({"url": plain.url, "profile": "business"})).await;
+    let plain_hook = app.create_webhook(json!({"url": plain.url, "profile": "business"})).await;
     let url = format!(
         "{}?id=@{{{{payload.id}}}}&mobile=@{{{{payload.mobile}}}}&status=@{{{{payload.status}}}}&ref=@{{{{payload.foreign_id}}}}",
         receiver.url
@@ -70,7 +70,7 @@ async fn the_seed_compose_request_is_rendered_and_routed_by_webhook_id() {
     );
     let id = created["id"].as_str().unwrap();
     assert_eq!(request.header("signature"), Some(hex_hmac(id.as_bytes(), &request.body).as_str()));
-    assert!(plain.drain().is_empty());
+    app.nothing_more(&mut plain, plain_hook["id"].as_str().unwrap()).await;
 }
 
 #[tokio::test]
@@ -128,31 +128,37 @@ async fn hostile_values_cannot_escape_the_template() {
 async fn templates_are_checked_when_saved() {
     let app = TestApp::spawn().await;
     let url = "http://127.0.0.1:1/hook";
-    let (status, body) = app
+    let unclosed = app
         .post(
             "/v1/webhooks",
             json!({"url": url, "profile": "compose", "template": {"body": "{\"id\": \"@{{payload.id\"}"}}),
         )
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("template.body"), "{body}");
-    assert!(body["message"].as_str().unwrap().contains("offset 8"), "{body}");
+    assert!(unclosed.1["message"].as_str().unwrap().contains("offset 8"), "{}", unclosed.1);
+    check_error(unclosed, 400, "invalid_field", "template.body");
 
-    let (status, body) = app
+    let two_values = app
         .post("/v1/webhooks", json!({"url": url, "profile": "compose", "template": {"body": "{\"id\": @{{payload.id}} @{{payload.to}}}"}}))
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("not valid JSON"), "{body}");
+    check_error(two_values, 400, "invalid_field", "not valid JSON");
 
-    let (status, body) = app.post("/v1/webhooks", json!({"url": url, "profile": "compose"})).await;
-    assert_eq!(status, 400, "{body}");
-    let (status, body) = app
+    check_error(
+        app.post("/v1/webhooks", json!({"url": url, "profile": "compose"})).await,
+        400,
+        "invalid_field",
+        "needs a template",
+    );
+    let bad_url = app
         .post("/v1/webhooks", json!({"url": "http://@{{payload.host/x", "profile": "compose", "template": {}}))
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().starts_with("url"), "{body}");
-    let (status, _) = app.post("/v1/webhooks", json!({"url": url, "template": {"method": "GET"}})).await;
-    assert_eq!(status, 400, "a template needs the compose profile");
+    assert!(bad_url.1["message"].as_str().unwrap().starts_with("url"), "{}", bad_url.1);
+    check_error(bad_url, 400, "invalid_field", "url");
+    check_error(
+        app.post("/v1/webhooks", json!({"url": url, "template": {"method": "GET"}})).await,
+        400,
+        "invalid_field",
+        "compose",
+    );
 
     let (status, created) = app
         .post("/v1/webhooks", json!({"url": format!("{url}?c=@{{{{payload.colour}}}}"), "profile": "compose", "template": {"body": {"s": "@{{payload.status}}", "x": "@{{user.name}}"}}}))

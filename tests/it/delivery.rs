@@ -11,6 +11,7 @@ async fn a_delivered_event_verifies_with_the_standard_webhooks_library() {
     let mut receiver = Receiver::start().await;
     let webhook = app.create_webhook(json!({"url": receiver.url})).await;
     let payload = json!({"id": "a418d672-9781-4d97-b517-a56f7d95ad8a", "channel": "whatsapp", "status": "read"});
+    let ingested_at = app.now();
     let sent = app.send_event(json!({"type": "whatsapp:message:status", "payload": payload})).await;
     assert_eq!(sent["deliveries"], 1);
 
@@ -24,7 +25,11 @@ async fn a_delivered_event_verifies_with_the_standard_webhooks_library() {
     let body = request.json();
     assert_eq!(body["type"], "whatsapp:message:status");
     assert_eq!(body["data"], payload);
-    assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+    // The manual clock stands still: the envelope's time is the ingest time
+    // to the millisecond, in UTC (read by the `time` crate, not Herald).
+    let timestamp = body["timestamp"].as_str().unwrap();
+    assert!(timestamp.ends_with('Z'), "{timestamp}");
+    assert_eq!(crate::support::unix_ms(timestamp), ingested_at.0, "{timestamp}");
 
     let record = app.next_attempt().await;
     assert_eq!(record.next, NextStep::Success);
@@ -42,9 +47,10 @@ async fn filters_choose_which_webhooks_get_an_event() {
     let mut viber_status = Receiver::start().await;
     let mut everything = Receiver::start().await;
     let mut disabled = Receiver::start().await;
-    app.create_webhook(json!({"url": whatsapp.url, "event_types": ["whatsapp:message:*"]})).await;
-    app.create_webhook(json!({"url": viber_status.url, "event_types": ["viber:message:status"]})).await;
-    app.create_webhook(json!({"url": everything.url})).await;
+    let whatsapp_hook = app.create_webhook(json!({"url": whatsapp.url, "event_types": ["whatsapp:message:*"]})).await;
+    let viber_hook =
+        app.create_webhook(json!({"url": viber_status.url, "event_types": ["viber:message:status"]})).await;
+    let everything_hook = app.create_webhook(json!({"url": everything.url})).await;
     app.create_webhook(json!({"url": disabled.url, "enabled": false})).await;
 
     let sent = app.send_event(json!({"type": "whatsapp:message:in", "payload": {"n": 1}})).await;
@@ -61,7 +67,13 @@ async fn filters_choose_which_webhooks_get_an_event() {
     let sent = app.send_event(json!({"type": "sms:status", "payload": {"n": 3}})).await;
     assert_eq!(sent["deliveries"], 1);
     assert_eq!(everything.next().await.json()["data"]["n"], 3);
-    assert!(whatsapp.drain().is_empty());
+    // Each webhook got nothing more than the events above; the disabled
+    // one got no delivery at all (the counts above), so nothing to send.
+    app.nothing_more(&mut whatsapp, whatsapp_hook["id"].as_str().unwrap()).await;
+    app.nothing_more(&mut viber_status, viber_hook["id"].as_str().unwrap()).await;
+    app.nothing_more(&mut everything, everything_hook["id"].as_str().unwrap()).await;
+    let (_, log) = app.get("/v1/deliveries?limit=250").await;
+    assert_eq!(log["data"].as_array().unwrap().len(), 2 + 2 + 1 + 3, "three events and three markers");
     assert!(disabled.drain().is_empty());
 }
 
@@ -71,7 +83,7 @@ async fn webhook_id_targets_exactly_one_webhook_whatever_its_filter() {
     let mut composed = Receiver::start().await;
     let mut other = Receiver::start().await;
     let target = app.create_webhook(json!({"url": composed.url, "event_types": ["never:*"]})).await;
-    app.create_webhook(json!({"url": other.url})).await;
+    let other_hook = app.create_webhook(json!({"url": other.url})).await;
 
     let sent = app
         .send_event(json!({"type": "viber:message:status", "payload": {"id": "x"}, "webhook_id": target["id"]}))
@@ -82,7 +94,8 @@ async fn webhook_id_targets_exactly_one_webhook_whatever_its_filter() {
     let sent = app.send_event(json!({"type": "viber:message:status", "payload": {"id": "y"}})).await;
     assert_eq!(sent["deliveries"], 1);
     assert_eq!(other.next().await.json()["data"]["id"], "y");
-    assert!(composed.drain().is_empty());
+    app.nothing_more(&mut composed, target["id"].as_str().unwrap()).await;
+    app.nothing_more(&mut other, other_hook["id"].as_str().unwrap()).await;
 }
 
 #[tokio::test]
@@ -110,6 +123,9 @@ async fn a_deleted_webhook_gets_nothing_more() {
     assert_eq!(status, 204);
     let sent = app.send_event(json!({"type": "t", "payload": {}})).await;
     assert_eq!(sent["deliveries"], 0);
+    // No delivery was made, so none can still be on its way.
+    let (_, log) = app.get("/v1/deliveries").await;
+    assert_eq!(log["data"], json!([]));
     assert!(receiver.drain().is_empty());
 }
 
@@ -120,7 +136,7 @@ async fn a_stuck_receiver_does_not_starve_the_others() {
         config.engine.max_in_flight = 16;
     })
     .await;
-    let stuck = Receiver::start_with((0..100).map(|_| Reply::hang()).collect()).await;
+    let mut stuck = Receiver::start_with((0..100).map(|_| Reply::hang()).collect()).await;
     let mut healthy = Receiver::start().await;
     let slow = app.create_webhook(json!({"url": stuck.url})).await;
     let fast = app.create_webhook(json!({"url": healthy.url})).await;
@@ -133,6 +149,18 @@ async fn a_stuck_receiver_does_not_starve_the_others() {
         app.send_event(json!({"type": "t", "payload": {"n": n}, "webhook_id": fast["id"]})).await;
         assert_eq!(healthy.next().await.json()["data"]["n"], n);
     }
+    // The stuck webhook holds its lane's two slots and no more: two requests
+    // reached it, and (its batch went in before the healthy events, which
+    // have all come and gone) no third.
+    let first_two = [stuck.next().await, stuck.next().await];
+    for request in &first_two {
+        assert!(request.json()["data"]["i"].is_u64());
+    }
+    assert_eq!(stuck.drain().len(), 0, "more than two requests in flight to one webhook");
+    let (_, waiting) = app.get(&format!("/v1/deliveries?webhook_id={}&limit=250", slow["id"].as_str().unwrap())).await;
+    let attempted: Vec<&serde_json::Value> =
+        waiting["data"].as_array().unwrap().iter().filter(|d| d["n_attempts"] != 0).collect();
+    assert_eq!(attempted, Vec::<&serde_json::Value>::new(), "no stuck attempt has finished");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

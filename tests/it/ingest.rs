@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{Receiver, TestApp};
+use crate::support::{Receiver, TestApp, check_error};
 
 #[tokio::test]
 async fn a_repeated_id_returns_the_original_and_creates_nothing() {
@@ -63,8 +63,7 @@ async fn an_event_reads_back_as_it_was_sent() {
     assert_eq!(event["payload"], payload);
     assert_eq!(event["type"], "viber:message:in");
     assert_eq!(event["timestamp"], "2024-07-04T05:50:08.299Z");
-    let (status, _) = app.get("/v1/events/evt_nope").await;
-    assert_eq!(status, 404);
+    check_error(app.get("/v1/events/evt_nope").await, 404, "not_found", "event not found");
 }
 
 #[tokio::test]
@@ -72,11 +71,16 @@ async fn the_delivery_log_filters_and_pages() {
     let app = TestApp::spawn().await;
     let a = app.create_webhook(json!({"url": "http://127.0.0.1:1/a"})).await;
     app.create_webhook(json!({"url": "http://127.0.0.1:1/b"})).await;
+    // One event a second, so that `since` and `until` have times to tell apart.
+    let start = app.now();
     for i in 0..5 {
         app.send_event(json!({"type": if i % 2 == 0 { "even" } else { "odd" }, "payload": {"i": i}})).await;
+        app.clock.advance(std::time::Duration::from_secs(1));
     }
     let (_, all) = app.get("/v1/deliveries?limit=250").await;
-    assert_eq!(all["data"].as_array().unwrap().len(), 10);
+    let all_ids: Vec<String> =
+        all["data"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(all_ids.len(), 10);
 
     let (_, even) = app.get("/v1/deliveries?type=even").await;
     assert_eq!(even["data"].as_array().unwrap().len(), 6);
@@ -84,29 +88,41 @@ async fn the_delivery_log_filters_and_pages() {
     let (_, of_a) = app.get(&format!("/v1/deliveries?webhook_id={a_id}&type=odd")).await;
     assert_eq!(of_a["data"].as_array().unwrap().len(), 2);
 
+    // Pages of exactly 3, 3, 3 and 1, with a cursor on every page but the
+    // last, that together are the whole log in its order, each row once.
     let mut ids = Vec::new();
+    let mut sizes = Vec::new();
     let mut path = "/v1/deliveries?limit=3".to_owned();
     loop {
         let (status, page) = app.get(&path).await;
         assert_eq!(status, 200, "{page}");
         let rows = page["data"].as_array().unwrap();
-        assert!(rows.len() <= 3);
+        sizes.push(rows.len());
         ids.extend(rows.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
         match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("/v1/deliveries?limit=3&cursor={cursor}"),
             None => break,
         }
+        assert!(sizes.len() < 10, "the cursor never ends");
     }
-    assert_eq!(ids.len(), 10);
-    let mut sorted = ids.clone();
-    sorted.sort();
-    sorted.reverse();
-    assert_eq!(ids, sorted, "newest first, no repeats");
+    assert_eq!(sizes, [3, 3, 3, 1]);
+    assert_eq!(ids, all_ids, "the pages walk the log in its order");
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 10, "no repeats");
+    let mut created: Vec<i64> = Vec::new();
+    for id in &all_ids {
+        created.push(crate::support::unix_ms(app.delivery(id).await["created_at"].as_str().unwrap()));
+    }
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first: {created:?}");
 
-    let now = app.now();
-    let until = herald::model::Timestamp(now.0 + 1).to_rfc3339();
-    let (_, in_range) = app.get(&format!("/v1/deliveries?since={}&until={until}", now.to_rfc3339())).await;
-    assert_eq!(in_range["data"].as_array().unwrap().len(), 10);
-    let (_, later) = app.get(&format!("/v1/deliveries?since={until}")).await;
+    // `since` takes its own millisecond, `until` stops short of its own:
+    // events 1 and 2 (made at +1 s and +2 s), two deliveries each.
+    let at = |s: i64| herald::model::Timestamp(start.0 + s * 1000).to_rfc3339();
+    let (_, in_range) = app.get(&format!("/v1/deliveries?since={}&until={}", at(1), at(3))).await;
+    let mut events: Vec<i64> =
+        in_range["data"].as_array().unwrap().iter().map(|d| d["payload"]["i"].as_i64().unwrap()).collect();
+    events.sort();
+    assert_eq!(events, [1, 1, 2, 2], "{in_range}");
+    let (_, later) = app.get(&format!("/v1/deliveries?since={}", at(5))).await;
     assert_eq!(later["data"].as_array().unwrap().len(), 0);
 }

@@ -7,7 +7,8 @@ use herald::model::NextStep;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Receiver, Reply, TestApp, run_herald, seed_js_verifier_accepts, spawn_herald_with_env, stop_gracefully,
+    Receiver, Reply, TestApp, check_error, nearest_rank, run_herald, seed_js_verifier_accepts, spawn_herald_with_env,
+    stop_gracefully, unix_ms,
 };
 
 /// Fails every attempt of a webhook with `profile`'s defaults and checks
@@ -103,15 +104,24 @@ async fn an_environment_only_wwebjs_deployment_delivers_without_any_api_setup() 
 #[tokio::test]
 async fn the_log_speaks_the_seed_words_and_stats_add_up() {
     let mut app = TestApp::spawn().await;
-    let mut good = Receiver::start().await;
-    let mut bad = Receiver::start_with(vec![Reply::status(500).with_body("nope"), Reply::status(500)]).await;
+    // Slower and slower answers, so that every percentile falls on a
+    // different attempt and a wrong rank shows.
+    let ms = std::time::Duration::from_millis;
+    let mut good = Receiver::start_with((0..3).map(|n| Reply::status(200).after(ms(40 * n))).collect()).await;
+    let mut bad = Receiver::start_with(vec![
+        Reply::status(500).with_body("nope").after(ms(120)),
+        Reply::status(500).after(ms(160)),
+    ])
+    .await;
     let good_hook = app.create_webhook(json!({"url": good.url, "event_types": ["ok"]})).await;
-    app.create_webhook(json!({"url": bad.url, "event_types": ["bad"], "retry": {"schedule": [1]}})).await;
+    let bad_hook =
+        app.create_webhook(json!({"url": bad.url, "event_types": ["bad"], "retry": {"schedule": [1]}})).await;
     for n in 0..3 {
         app.send_event(json!({"type": "ok", "payload": {"n": n}})).await;
         good.next().await;
         app.next_attempt().await;
     }
+    let bad_ingested_at = app.now();
     app.send_event(json!({"type": "bad", "payload": {"n": 9}})).await;
     bad.next().await;
     app.next_attempt().await;
@@ -128,7 +138,25 @@ async fn the_log_speaks_the_seed_words_and_stats_add_up() {
     assert_eq!(entry["statusCode"], 500);
     assert_eq!(entry["retryCount"], 1);
     assert_eq!(entry["errorMessage"], "status: receiver answered 500");
-    assert!(entry["createdAt"].is_string());
+    // The manual clock moved on by 1 s since; `createdAt` is the ingest time.
+    assert_eq!(unix_ms(entry["createdAt"].as_str().unwrap()), bad_ingested_at.0, "{entry}");
+
+    // Every attempt's duration, per webhook, from the deliveries themselves.
+    let (_, all) = app.get("/v1/deliveries?limit=250").await;
+    let mut durations: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for listed in all["data"].as_array().unwrap() {
+        let delivery = app.delivery(listed["id"].as_str().unwrap()).await;
+        for attempt in delivery["attempts"].as_array().unwrap() {
+            let webhook = delivery["webhook_id"].as_str().unwrap().to_owned();
+            durations.entry(webhook).or_default().push(attempt["duration_ms"].as_u64().unwrap());
+        }
+    }
+    let latency = |values: &[u64]| {
+        json!({"p50": nearest_rank(values, 50), "p90": nearest_rank(values, 90), "p99": nearest_rank(values, 99),
+               "max": values.iter().max().unwrap()})
+    };
+    let every: Vec<u64> = durations.values().flatten().copied().collect();
+    assert_eq!(every.len(), 5);
 
     let (status, stats) = app.get("/v1/stats").await;
     assert_eq!(status, 200, "{stats}");
@@ -137,15 +165,34 @@ async fn the_log_speaks_the_seed_words_and_stats_add_up() {
     assert_eq!(overall["by_status"], json!({"pending": 0, "retrying": 0, "success": 3, "failed": 1}));
     assert_eq!(overall["success_rate"], 0.75);
     assert_eq!(overall["attempts"], 5);
-    assert!(overall["latency_ms"]["p99"].as_u64().unwrap() >= overall["latency_ms"]["p50"].as_u64().unwrap());
-    assert_eq!(stats["webhooks"].as_array().unwrap().len(), 2);
+    assert_eq!(overall["latency_ms"], latency(&every), "{stats}");
+    let (good_id, bad_id) = (good_hook["id"].as_str().unwrap(), bad_hook["id"].as_str().unwrap());
+    let mut per_webhook: Vec<Value> = stats["webhooks"].as_array().unwrap().clone();
+    per_webhook.sort_by_key(|w| w["webhook_id"] != good_id);
+    let expected = [
+        (good_id, 3, json!({"pending": 0, "retrying": 0, "success": 3, "failed": 0}), json!(1.0), 3),
+        (bad_id, 1, json!({"pending": 0, "retrying": 0, "success": 0, "failed": 1}), json!(0.0), 2),
+    ];
+    assert_eq!(per_webhook.len(), expected.len(), "{stats}");
+    for (entry, (id, deliveries, by_status, rate, attempts)) in per_webhook.iter().zip(expected) {
+        assert_eq!(entry["webhook_id"], id, "{entry}");
+        assert_eq!(entry["deliveries"], deliveries, "{entry}");
+        assert_eq!(entry["by_status"], by_status, "{entry}");
+        assert_eq!(entry["success_rate"], rate, "{entry}");
+        assert_eq!(entry["attempts"], attempts, "{entry}");
+        assert_eq!(entry["latency_ms"], latency(&durations[id]), "{entry}");
+    }
     let (_, only_good) = app.get(&format!("/v1/stats?webhook_id={}", good_hook["id"].as_str().unwrap())).await;
     assert_eq!(only_good["overall"]["success_rate"], 1.0);
     let (_, empty) = app.get("/v1/stats?since=2001-01-01T00:00:00Z&until=2001-01-02T00:00:00Z").await;
     assert_eq!(empty["overall"]["deliveries"], 0);
     assert_eq!(empty["overall"]["success_rate"], Value::Null);
-    let (status, _) = app.get("/v1/stats?since=2001-01-02T00:00:00Z&until=2001-01-01T00:00:00Z").await;
-    assert_eq!(status, 400);
+    check_error(
+        app.get("/v1/stats?since=2001-01-02T00:00:00Z&until=2001-01-01T00:00:00Z").await,
+        400,
+        "invalid_field",
+        "since: must be before until",
+    );
 }
 
 #[tokio::test]
@@ -169,21 +216,27 @@ async fn the_catalogue_informs_and_strict_mode_gates() {
         app.call(Method::PATCH, "/v1/account", &app.token, Some(json!({"strict_event_types": true}))).await;
     assert_eq!(status, 200, "{account}");
     assert_eq!(account["strict_event_types"], true);
-    let (status, body) = app.post("/v1/events", json!({"type": "made:up", "payload": {}})).await;
-    assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("made:up"));
+    check_error(
+        app.post("/v1/events", json!({"type": "made:up", "payload": {}})).await,
+        400,
+        "invalid_field",
+        "made:up",
+    );
     assert_eq!(app.post("/v1/events", json!({"type": "whatsapp:message:status", "payload": {}})).await.0, 202);
 }
 
 #[tokio::test]
 async fn egress_reports_the_bind_address() {
-    let app = TestApp::spawn_with(|config| config.bind_address = Some("127.0.0.1".parse().unwrap())).await;
+    // 127.0.0.2, not the loopback default, so that the receiver can tell.
+    let app = TestApp::spawn_with(|config| config.bind_address = Some("127.0.0.2".parse().unwrap())).await;
     let (status, egress) = app.get("/v1/egress").await;
     assert_eq!(status, 200);
-    assert_eq!(egress["addresses"], json!(["127.0.0.1"]));
-    // Deliveries still go out from it.
+    assert_eq!(egress["addresses"], json!(["127.0.0.2"]));
+    // Deliveries go out from it.
     let mut receiver = Receiver::start().await;
     app.create_webhook(json!({"url": receiver.url, "profile": "routee"})).await;
     app.send_event(json!({"type": "viber:campaign:status", "payload": {"trackingId": "x"}})).await;
-    assert_eq!(receiver.next().await.json()["trackingId"], "x");
+    let request = receiver.next().await;
+    assert_eq!(request.json()["trackingId"], "x");
+    assert_eq!(request.peer.ip(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
 }

@@ -12,13 +12,28 @@ fn ts(value: &Value) -> Timestamp {
     Timestamp::parse_rfc3339(value.as_str().unwrap()).unwrap()
 }
 
+/// Gives the engine its chance to act at the clock's present time: an event
+/// to another webhook goes through and is recorded, and it is the next
+/// attempt recorded, so nothing else was sent meanwhile.
+async fn let_the_engine_run(app: &mut TestApp, pacer: &mut Receiver, pacer_id: &str) {
+    app.send_event(json!({"type": "pace", "payload": {}, "webhook_id": pacer_id})).await;
+    pacer.next().await;
+    let record = app.next_attempt().await;
+    assert_eq!(record.attempt.started_at, app.now(), "the pacing event's attempt, not another");
+    assert_eq!(record.next, NextStep::Success, "the pacing event's attempt, not another");
+}
+
 #[tokio::test]
 async fn fail_fail_succeed_follows_the_policy_waits_on_the_clock() {
     let mut app = TestApp::spawn().await;
-    let mut receiver = Receiver::start_with(vec![Reply::status(500), Reply::status(500)]).await;
-    app.create_webhook(json!({"url": receiver.url, "retry": {"preset": "business"}})).await;
+    let mut receiver = Receiver::start().await;
+    // Keyed to the event, so that a marker sent meanwhile cannot take them.
+    for _ in 0..2 {
+        receiver.reply_to(|r| r.header("webhook-id") == Some("retried"), Reply::status(500));
+    }
+    let webhook = app.create_webhook(json!({"url": receiver.url, "retry": {"preset": "business"}})).await;
     let start = app.now();
-    let sent = app.send_event(json!({"type": "t", "payload": {"n": 1}})).await;
+    let sent = app.send_event(json!({"id": "retried", "type": "t", "payload": {"n": 1}})).await;
 
     receiver.next().await;
     let first = app.next_attempt().await;
@@ -31,6 +46,8 @@ async fn fail_fail_succeed_follows_the_policy_waits_on_the_clock() {
     // Nothing happens until the wait is over: the second attempt starts at
     // exactly +10 s on the clock, not at +9 s.
     app.clock.advance(Duration::from_secs(9));
+    app.nothing_more(&mut receiver, webhook["id"].as_str().unwrap()).await;
+    assert_eq!(app.next_attempt().await.next, NextStep::Success, "the marker's attempt, not the retry's");
     app.clock.advance(Duration::from_secs(1));
     let retry = receiver.next().await;
     assert_eq!(retry.header("webhook-id"), sent["id"].as_str(), "the id is stable across retries");
@@ -114,9 +131,15 @@ async fn a_manual_retry_that_fails_fails_again_at_once() {
     receiver.next().await;
     assert_eq!(app.next_attempt().await.next, NextStep::Failed);
     let delivery = app.delivery_of(sent["id"].as_str().unwrap()).await;
-    app.post(&format!("/v1/deliveries/{}/retry", delivery["id"].as_str().unwrap()), json!(null)).await;
+    let (status, body) =
+        app.post(&format!("/v1/deliveries/{}/retry", delivery["id"].as_str().unwrap()), json!(null)).await;
+    assert_eq!(status, 202, "{body}");
     receiver.next().await;
     assert_eq!(app.next_attempt().await.next, NextStep::Failed);
+    let delivery = app.delivery_of(sent["id"].as_str().unwrap()).await;
+    assert_eq!(delivery["n_attempts"], 2);
+    assert_eq!(delivery["status"], "failed");
+    assert_eq!(delivery["next_attempt_at"], Value::Null);
 }
 
 #[tokio::test]
@@ -184,9 +207,7 @@ async fn a_receiver_that_never_answers_times_out() {
 #[tokio::test]
 async fn a_refused_connection_is_a_connect_error() {
     let mut app = TestApp::spawn().await;
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", closed.local_addr().unwrap());
-    drop(closed);
+    let (_reserved, url) = crate::support::refused_url();
     app.create_webhook(json!({"url": url, "retry": {"schedule": [1]}})).await;
     app.send_event(json!({"type": "t", "payload": {}})).await;
     let record = app.next_attempt().await;
@@ -229,6 +250,9 @@ async fn a_circuit_breaker_stops_hammering_a_failing_receiver_and_probes_it() {
     let mut app = TestApp::spawn_with(|config| config.engine.per_webhook_concurrency = 1).await;
     let mut receiver = Receiver::start_with((0..6).map(|_| Reply::status(503)).collect()).await;
     let webhook = app.create_webhook(json!({"url": receiver.url, "retry": {"schedule": [3600]}})).await;
+    let mut pacer = Receiver::start().await;
+    let pacer_id =
+        app.create_webhook(json!({"url": pacer.url, "event_types": ["pace"]})).await["id"].as_str().unwrap().to_owned();
     let start = app.now();
     let batch: Vec<Value> = (0..8).map(|n| json!({"type": "t", "payload": {"n": n}})).collect();
     assert_eq!(app.post("/v1/events", json!(batch)).await.0, 202);
@@ -243,12 +267,16 @@ async fn a_circuit_breaker_stops_hammering_a_failing_receiver_and_probes_it() {
     assert_eq!(shown["circuit"]["state"], "open", "{shown}");
     assert_eq!(shown["circuit"]["failures_in_a_row"], 5);
     app.clock.advance(Duration::from_millis(999));
+    let_the_engine_run(&mut app, &mut pacer, &pacer_id).await;
+    assert_eq!(receiver.drain().len(), 0, "no probe before the cooldown ends");
     app.clock.advance(Duration::from_millis(1));
     receiver.next().await;
     let probe = app.next_attempt().await;
     assert_eq!(probe.attempt.started_at, Timestamp(start.0 + 1000));
     // The probe failed (a sixth 503): twice the cooldown.
     app.clock.advance(Duration::from_millis(1999));
+    let_the_engine_run(&mut app, &mut pacer, &pacer_id).await;
+    assert_eq!(receiver.drain().len(), 0, "no second probe before the doubled cooldown ends");
     app.clock.advance(Duration::from_millis(1));
     receiver.next().await;
     let probe = app.next_attempt().await;
@@ -258,7 +286,8 @@ async fn a_circuit_breaker_stops_hammering_a_failing_receiver_and_probes_it() {
     // follows at once, with its attempts intact.
     receiver.next().await;
     assert_eq!(app.next_attempt().await.next, NextStep::Success);
-    let (_, page) = app.get("/v1/deliveries?status=success").await;
+    let (_, page) =
+        app.get(&format!("/v1/deliveries?status=success&webhook_id={}", webhook["id"].as_str().unwrap())).await;
     let succeeded = page["data"].as_array().unwrap();
     assert_eq!(succeeded.len(), 2);
     for delivery in succeeded {

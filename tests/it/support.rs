@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use herald::app::Application;
 use herald::clock::{Clock, ManualClock};
@@ -162,12 +163,45 @@ impl TestApp {
         body
     }
 
-    /// The next attempt the engine records.
+    /// The next attempt the engine records. The feed is a broadcast of
+    /// 1024: a test that falls further behind than that has lost records,
+    /// and says so rather than calling the feed closed.
     pub async fn next_attempt(&mut self) -> AttemptRecord {
-        tokio::time::timeout(PATIENCE, self.attempts.recv())
-            .await
-            .expect("no attempt was recorded in time")
-            .expect("the attempt feed closed")
+        match tokio::time::timeout(PATIENCE, self.attempts.recv()).await.expect("no attempt was recorded in time") {
+            Ok(record) => record,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                panic!("the attempt feed lagged: {n} records were dropped before the test read them")
+            }
+            Err(broadcast::error::RecvError::Closed) => panic!("the attempt feed closed"),
+        }
+    }
+
+    /// Checks that `receiver` (the URL of webhook `webhook_id`) got nothing
+    /// more than the test has taken, without sleeping: a marker event is sent
+    /// to that webhook alone and must be the next request to arrive there,
+    /// and nothing may follow it. A delivery of the same webhook goes through
+    /// the same lane, so one the engine had started before the marker shows
+    /// up first (or, with several slots in the lane, at the latest beside it).
+    #[track_caller]
+    pub fn nothing_more<'a>(
+        &'a self,
+        receiver: &'a mut Receiver,
+        webhook_id: &'a str,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            receiver.markers_sent += 1;
+            let marker = format!("herald-test-marker-{}", receiver.markers_sent);
+            let event = json!({"type": "herald.test.marker", "payload": {"marker": marker}, "webhook_id": webhook_id});
+            let sent = self.send_event(event).await;
+            assert_eq!(sent["deliveries"], 1, "the marker went to {webhook_id} ({caller})");
+            let next = receiver.next().await;
+            let body = String::from_utf8_lossy(&next.body);
+            assert!(body.contains(&marker), "{caller}: a request arrived before the marker: {body}");
+            let rest: Vec<String> =
+                receiver.drain().iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect();
+            assert!(rest.is_empty(), "{caller}: requests after the marker: {rest:?}");
+        }
     }
 
     pub async fn delivery(&self, id: &str) -> Value {
@@ -219,6 +253,8 @@ async fn read(response: reqwest::Response) -> (StatusCode, Value) {
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The address the request came from.
+    pub peer: std::net::SocketAddr,
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
@@ -240,6 +276,8 @@ impl Received {
 pub struct Reply {
     /// Never answer: the request stays open until the receiver is dropped.
     pub hang: bool,
+    /// How long the receiver takes before it answers.
+    pub delay: Duration,
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
@@ -247,7 +285,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply { hang: false, status, headers: Vec::new(), body: String::new() }
+        Reply { hang: false, delay: Duration::ZERO, status, headers: Vec::new(), body: String::new() }
     }
 
     pub fn hang() -> Reply {
@@ -259,18 +297,49 @@ impl Reply {
         self
     }
 
+    /// Answers only after `delay`: a slow receiver, for attempts whose
+    /// durations must differ.
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+
     pub fn with_body(mut self, body: impl Into<String>) -> Reply {
         self.body = body.into();
         self
     }
 }
 
-/// A scripted receiver: answers requests with the queued replies in order,
-/// then 200, and hands every request to the test.
+/// Picks out the requests one keyed reply answers.
+type Matcher = Box<dyn Fn(&Received) -> bool + Send>;
+
+/// What the receiver has yet to answer: replies keyed by request, each for
+/// the first request it matches, then replies in arrival order.
+#[derive(Default)]
+struct Script {
+    keyed: Vec<(Matcher, Reply)>,
+    queued: VecDeque<Reply>,
+}
+
+impl Script {
+    fn answer(&mut self, request: &Received) -> Reply {
+        if let Some(i) = self.keyed.iter().position(|(matches, _)| matches(request)) {
+            return self.keyed.remove(i).1;
+        }
+        self.queued.pop_front().unwrap_or(Reply::status(200))
+    }
+}
+
+/// A scripted receiver: answers requests with the replies keyed to them,
+/// else with the queued replies in order, then 200, and hands every
+/// request to the test. Where more than one request can be in flight,
+/// key the replies (`reply_to`): arrival order is a race there.
 pub struct Receiver {
     pub url: String,
-    script: Arc<Mutex<VecDeque<Reply>>>,
+    script: Arc<Mutex<Script>>,
     requests: mpsc::UnboundedReceiver<Received>,
+    /// How many `TestApp::nothing_more` markers went here, so each is new.
+    markers_sent: u32,
 }
 
 impl Receiver {
@@ -279,31 +348,46 @@ impl Receiver {
     }
 
     pub async fn start_with(replies: Vec<Reply>) -> Receiver {
-        let script = Arc::new(Mutex::new(VecDeque::from(replies)));
+        let script = Arc::new(Mutex::new(Script { keyed: Vec::new(), queued: VecDeque::from(replies) }));
         let (tx, requests) = mpsc::unbounded_channel();
         let answers = script.clone();
-        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let reply = answers.lock().unwrap().pop_front().unwrap_or(Reply::status(200));
-            let _ = tx.send(Received { method, uri, headers, body });
-            async move {
-                if reply.hang {
-                    std::future::pending::<()>().await;
+        let app = axum::Router::new().fallback(
+            move |ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+                  method: Method,
+                  uri: Uri,
+                  headers: HeaderMap,
+                  body: Bytes| {
+                let request = Received { peer, method, uri, headers, body };
+                let reply = answers.lock().unwrap().answer(&request);
+                let _ = tx.send(request);
+                async move {
+                    if reply.hang {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(reply.delay).await;
+                    let mut response = axum::http::Response::builder().status(reply.status);
+                    for (name, value) in reply.headers {
+                        response = response.header(name, value);
+                    }
+                    response.body(axum::body::Body::from(reply.body)).unwrap()
                 }
-                let mut response = axum::http::Response::builder().status(reply.status);
-                for (name, value) in reply.headers {
-                    response = response.header(name, value);
-                }
-                response.body(axum::body::Body::from(reply.body)).unwrap()
-            }
-        });
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { url, script, requests }
+        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await });
+        Receiver { url, script, requests, markers_sent: 0 }
+    }
+
+    /// Answers the first request `matches` picks (whenever it arrives)
+    /// with `reply`.
+    pub fn reply_to(&self, matches: impl Fn(&Received) -> bool + Send + 'static, reply: Reply) {
+        self.script.lock().unwrap().keyed.push((Box::new(matches), reply));
     }
 
     pub fn then(&self, reply: Reply) {
-        self.script.lock().unwrap().push_back(reply);
+        self.script.lock().unwrap().queued.push_back(reply);
     }
 
     /// The next request, failing the test if none comes.
@@ -322,6 +406,16 @@ impl Receiver {
         }
         out
     }
+}
+
+/// A URL where every connection is refused, and the socket that keeps it
+/// so: bound and never listening, it holds its port for as long as the
+/// test keeps it, so no other test can take the port meanwhile.
+pub fn refused_url() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}/hook", socket.local_addr().unwrap());
+    (socket, url)
 }
 
 /// Starts `herald serve` as a child process on a free port with `db`;
@@ -361,12 +455,27 @@ pub async fn spawn_herald_with_open_files(
     spawn_herald_command(command).await
 }
 
-/// The `herald` binary with a clean environment (only `PATH`), so that a
-/// developer's `HERALD_*` or `WEBHOOK_*` variables never reach it, and the
-/// working directory `dir`, whose `.env` it reads.
+/// A command for a child process with a clean environment: only `PATH`
+/// and `HOME` (and pyenv's choice of python, for the verifiers) from the
+/// developer's, so a stray `WEBHOOK_URL`, `HERALD_TIME_SCALE` or
+/// `HERALD_CONFIG` cannot change what the child does. The test adds the
+/// rest.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command.env_clear();
+    for name in ["PATH", "HOME", "PYENV_ROOT", "PYENV_VERSION"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+}
+
+/// The `herald` binary with a clean environment, working in `dir`, whose
+/// `.env` it reads.
 fn herald_command(dir: &std::path::Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-    command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).current_dir(dir);
+    let mut command = clean_command(env!("CARGO_BIN_EXE_herald"));
+    command.current_dir(dir);
     command
 }
 
@@ -429,16 +538,20 @@ pub async fn run_herald_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &
 pub async fn run_verifier(program: &str, script: &str, args: &[&str], body: &[u8]) -> String {
     use tokio::io::AsyncWriteExt;
     let path = format!("{}/tests/verifiers/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = tokio::process::Command::new(program)
+    let mut child = clean_command(program)
         .arg(&path)
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {program} (.ci/run installs it): {e}"));
     child.stdin.take().unwrap().write_all(body).await.unwrap();
-    let output = child.wait_with_output().await.unwrap();
+    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish in time"))
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -477,6 +590,25 @@ pub async fn stop_gracefully(mut child: tokio::process::Child) {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("herald stopped in time").unwrap();
     assert!(status.success(), "herald exited with {status} on SIGTERM");
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time, read by the `time`
+/// crate rather than by Herald.
+#[track_caller]
+pub fn unix_ms(rfc3339: &str) -> i64 {
+    let parsed = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339:?} is not RFC 3339: {e}"));
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).unwrap()
+}
+
+/// The nearest-rank percentile `p` of `values`, as the README's stats
+/// define it, worked out here rather than by Herald's `stats`.
+pub fn nearest_rank(values: &[u64], p: u64) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    // The smallest rank r with r / n >= p / 100.
+    let rank = (p as usize * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
 }
 
 /// Checks an API error: its status, its stable `code`, and that its message

@@ -25,6 +25,14 @@ use self::rows::{
     finish_without_attempt, id_at, insert_account, insert_token, load_webhooks, webhook_from_row, webhook_values,
 };
 use self::writes::ingest_in;
+
+/// The schema's migrations in order (`PRAGMA user_version` counts those a
+/// database has had), so that tests can build a database as an older
+/// Herald left it by applying the first few. Not an API.
+#[doc(hidden)]
+pub fn schema_migrations() -> &'static [&'static str] {
+    schema::MIGRATIONS
+}
 use super::{Admit, Bootstrap, ClaimWant, ClaimedBatch, Ingested, Store, StoreError, StoreResult};
 use crate::model::{
     Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Event, NewEvent, Principal,
