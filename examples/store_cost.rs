@@ -78,6 +78,7 @@ async fn main() {
         created_at: start,
         updated_at: start,
         disabled: None,
+        failing_since: None,
     };
     store.create_webhook(webhook).await.unwrap();
     let admit: Arc<dyn Admit> = Arc::new(Room(handed));

@@ -5,9 +5,14 @@
 pub const MAX_PATTERNS: usize = 256;
 pub const MAX_TYPE_LEN: usize = 256;
 
+/// Herald's own operational events (`herald.webhook.disabled` …) start
+/// with this. Only Herald makes them, and only a webhook whose filter names
+/// them gets them: "every event" means every event of the account's own.
+pub const OPERATIONAL_PREFIX: &str = "herald.";
+
 /// Whether `event_type` passes `filter`.
 pub fn matches(filter: Option<&[String]>, event_type: &str) -> bool {
-    let Some(patterns) = filter else { return true };
+    let Some(patterns) = filter else { return !event_type.starts_with(OPERATIONAL_PREFIX) };
     patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
         Some(prefix) => event_type.starts_with(prefix),
         None => pattern == event_type,
@@ -58,6 +63,9 @@ mod tests {
         check(Some(&["whatsapp:message:*"]), "whatsapp:message:in", true);
         check(Some(&["whatsapp:message:*"]), "viber:message:in", false);
         check(Some(&["*"]), "viber:message:in", true);
+        check(None, "herald.webhook.disabled", false);
+        check(Some(&["herald.*"]), "herald.webhook.disabled", true);
+        check(Some(&["herald.delivery.exhausted"]), "herald.webhook.disabled", false);
     }
 
     #[test]

@@ -204,7 +204,14 @@ pub struct Account {
     pub created_at: Timestamp,
     /// Refuse event types the catalogue does not list.
     pub strict_event_types: bool,
+    /// A webhook whose every attempt has failed for this long (on Herald's
+    /// clock) is disabled.
+    pub disable_after_seconds: u64,
 }
+
+/// The account's window of failure before a webhook is disabled, unless
+/// the account sets its own: five days.
+pub const DEFAULT_DISABLE_AFTER_SECONDS: u64 = 5 * 24 * 3600;
 
 /// Who a token belongs to, and so what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +274,9 @@ pub struct Webhook {
     pub updated_at: Timestamp,
     /// Set, with `enabled` false, when Herald disabled the webhook.
     pub disabled: Option<Disabled>,
+    /// Since when its every attempt has failed, as the store last noted it
+    /// (read only: the engine notes it through its own verbs).
+    pub failing_since: Option<Timestamp>,
 }
 
 impl Webhook {

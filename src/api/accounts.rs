@@ -51,7 +51,12 @@ pub async fn get_own(
 pub struct UpdateAccount {
     /// Refuse event types the catalogue (`GET /v1/event-types`) does not list.
     strict_event_types: Option<bool>,
+    /// Disable a webhook whose every attempt has failed for this long.
+    disable_after_seconds: Option<u64>,
 }
+
+/// The longest failure window an account may set: a year.
+pub const MAX_DISABLE_AFTER_SECONDS: u64 = 365 * 24 * 3600;
 
 /// `PATCH /v1/account`: change the caller's account settings.
 pub async fn update_own(
@@ -59,8 +64,18 @@ pub async fn update_own(
     AccountCaller(account_id): AccountCaller,
     JsonBody(body): JsonBody<UpdateAccount>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(seconds) = body.disable_after_seconds
+        && !(60..=MAX_DISABLE_AFTER_SECONDS).contains(&seconds)
+    {
+        return Err(ApiError::invalid_field(format!(
+            "disable_after_seconds: must be between 60 and {MAX_DISABLE_AFTER_SECONDS} (a year)"
+        )));
+    }
     if let Some(strict) = body.strict_event_types {
         state.store.set_strict_event_types(&account_id, strict).await?;
+    }
+    if let Some(seconds) = body.disable_after_seconds {
+        state.store.set_disable_after(&account_id, seconds).await?;
     }
     get_own(State(state), AccountCaller(account_id)).await
 }

@@ -39,6 +39,13 @@ impl EventIn {
         let at = || place.map(|i| format!("[{i}].")).unwrap_or_default();
         filter::validate_event_type(&self.event_type)
             .map_err(|e| ApiError::invalid_field(format!("{}type: {e}", at())))?;
+        if self.event_type.starts_with(filter::OPERATIONAL_PREFIX) {
+            return Err(ApiError::invalid_field(format!(
+                "{}type: `{}` event types are herald's own operational events",
+                at(),
+                filter::OPERATIONAL_PREFIX
+            )));
+        }
         if let Some(id) = &self.id
             && (id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()))
         {

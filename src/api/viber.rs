@@ -191,6 +191,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Resu
                 created_at: now,
                 updated_at: now,
                 disabled: None,
+                failing_since: None,
             };
             state.store.create_webhook(webhook).await
         }

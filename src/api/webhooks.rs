@@ -308,6 +308,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         disabled: None,
+        failing_since: None,
     };
     let warnings = validate_webhook(&mut webhook, state.targets)?;
     state.store.create_webhook(webhook.clone()).await?;

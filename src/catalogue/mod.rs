@@ -40,7 +40,9 @@ impl Example {
         let body = self.body_json();
         match self.profile.as_str() {
             "business" if body.get("payload").is_some() => (self.event_type.clone(), body["payload"].clone(), None),
-            "wwebjs" => (self.event_type.clone(), body["data"].clone(), body["timestamp"].as_str().map(str::to_owned)),
+            "wwebjs" | "standard" => {
+                (self.event_type.clone(), body["data"].clone(), body["timestamp"].as_str().map(str::to_owned))
+            }
             _ => (self.event_type.clone(), body, None),
         }
     }

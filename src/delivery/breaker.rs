@@ -27,6 +27,24 @@ pub struct Breaker {
     /// A probe has been claimed and has not reported yet.
     probing: bool,
     cooldown: Duration,
+    /// When the current run of failures began (for disabling a webhook
+    /// that fails for days, and telling the account it recovered).
+    failing_since: Option<Timestamp>,
+}
+
+/// What an outcome changed, for the engine to act on beyond sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Nothing,
+    /// The breaker opened: the receiver has failed five times in a row.
+    Opened,
+    /// It was open and failed again.
+    FailedAgain,
+    /// It was open and a delivery got through: closed again, after failing
+    /// since then.
+    Closed {
+        failing_since: Timestamp,
+    },
 }
 
 /// What the breaker lets through now.
@@ -42,7 +60,13 @@ pub enum Allowance {
 
 impl Default for Breaker {
     fn default() -> Self {
-        Breaker { failures_in_a_row: 0, open_until: None, probing: false, cooldown: FIRST_COOLDOWN }
+        Breaker {
+            failures_in_a_row: 0,
+            open_until: None,
+            probing: false,
+            cooldown: FIRST_COOLDOWN,
+            failing_since: None,
+        }
     }
 }
 
@@ -86,6 +110,16 @@ impl Breaker {
         })
     }
 
+    /// When the current run of failures began, if one has.
+    pub fn failing_since(&self) -> Option<Timestamp> {
+        self.failing_since
+    }
+
+    /// An earlier start of the current run, known from before a restart.
+    pub fn failing_since_at_least(&mut self, since: Timestamp) {
+        self.failing_since = Some(self.failing_since.map_or(since, |known| known.min(since)));
+    }
+
     pub fn is_idle(&self) -> bool {
         self.failures_in_a_row == 0 && self.open_until.is_none()
     }
@@ -99,30 +133,36 @@ impl Breaker {
 
     /// Feeds one attempt's outcome; `is_probe` when it was the probe this
     /// breaker let through.
-    pub fn record(&mut self, success: bool, is_probe: bool, now: Timestamp, clock: &dyn Clock) {
+    pub fn record(&mut self, success: bool, is_probe: bool, now: Timestamp, clock: &dyn Clock) -> Transition {
         if success {
+            let closed =
+                self.open_until.map(|_| Transition::Closed { failing_since: self.failing_since.unwrap_or(now) });
             *self = Breaker::default();
-            return;
+            return closed.unwrap_or(Transition::Nothing);
         }
         self.failures_in_a_row += 1;
+        self.failing_since.get_or_insert(now);
         match self.open_until {
             None if self.failures_in_a_row >= FAILURES_TO_OPEN => {
                 self.open_until = Some(clock.after(now, self.cooldown));
+                Transition::Opened
             }
-            None => {}
+            None => Transition::Nothing,
             Some(_) if is_probe => {
                 // The probe failed: the receiver is still down; wait longer.
                 self.probing = false;
                 self.cooldown = (self.cooldown * 2).min(MAX_COOLDOWN);
                 self.open_until = Some(clock.after(now, self.cooldown));
+                Transition::FailedAgain
             }
             Some(until) if now >= until && !self.probing => {
                 // Sent after the cooldown ended, before any probe: as good
                 // as one, but not counted as one, so the wait is not longer.
                 self.open_until = Some(clock.after(now, self.cooldown));
+                Transition::FailedAgain
             }
             // Sent before the breaker opened: old news.
-            Some(_) => {}
+            Some(_) => Transition::Nothing,
         }
     }
 }
@@ -137,7 +177,7 @@ mod tests {
         let clock = ManualClock::new(Timestamp(0));
         let mut breaker = Breaker::default();
         for _ in 0..FAILURES_TO_OPEN {
-            breaker.record(false, false, Timestamp(0), &clock);
+            let _ = breaker.record(false, false, Timestamp(0), &clock);
         }
         (breaker, clock)
     }
@@ -147,20 +187,20 @@ mod tests {
         let clock = ManualClock::new(Timestamp(0));
         let mut breaker = Breaker::default();
         for _ in 0..4 {
-            breaker.record(false, false, Timestamp(0), &clock);
+            let _ = breaker.record(false, false, Timestamp(0), &clock);
             assert_eq!(breaker.allowance(Timestamp(0)), Allowance::Any);
         }
-        breaker.record(false, false, Timestamp(0), &clock);
+        let _ = breaker.record(false, false, Timestamp(0), &clock);
         assert_eq!(breaker.allowance(Timestamp(999)), Allowance::Nothing(Some(Timestamp(1000))));
         assert!(!breaker.lets_through(Timestamp(999), false));
         assert_eq!(breaker.allowance(Timestamp(1000)), Allowance::Probe);
         breaker.probe_claimed();
         assert_eq!(breaker.allowance(Timestamp(1000)), Allowance::Nothing(None));
-        breaker.record(false, true, Timestamp(1000), &clock);
+        let _ = breaker.record(false, true, Timestamp(1000), &clock);
         assert_eq!(breaker.allowance(Timestamp(2999)), Allowance::Nothing(Some(Timestamp(3000))));
         assert_eq!(breaker.allowance(Timestamp(3000)), Allowance::Probe);
         breaker.probe_claimed();
-        breaker.record(true, true, Timestamp(3000), &clock);
+        let _ = breaker.record(true, true, Timestamp(3000), &clock);
         assert_eq!(breaker.allowance(Timestamp(3000)), Allowance::Any);
         assert!(breaker.is_idle());
     }
@@ -179,7 +219,7 @@ mod tests {
             now = until;
             assert_eq!(breaker.allowance(now), Allowance::Probe);
             breaker.probe_claimed();
-            breaker.record(false, true, now, &clock);
+            let _ = breaker.record(false, true, now, &clock);
         }
         assert_eq!(cooldowns, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
     }
@@ -191,22 +231,52 @@ mod tests {
         let (mut breaker, clock) = opened_at_zero();
         // Eleven more of a full lane come back failed, still inside the cooldown.
         for i in 0..11 {
-            breaker.record(false, false, Timestamp(10 * i), &clock);
+            let _ = breaker.record(false, false, Timestamp(10 * i), &clock);
         }
         assert_eq!(breaker.allowance(Timestamp(500)), Allowance::Nothing(Some(Timestamp(1000))));
         assert_eq!(breaker.allowance(Timestamp(1000)), Allowance::Probe);
         breaker.probe_claimed();
         // A late one while the probe is out changes nothing either.
-        breaker.record(false, false, Timestamp(1001), &clock);
+        let _ = breaker.record(false, false, Timestamp(1001), &clock);
         assert_eq!(breaker.allowance(Timestamp(1001)), Allowance::Nothing(None));
-        breaker.record(true, true, Timestamp(1002), &clock);
+        let _ = breaker.record(true, true, Timestamp(1002), &clock);
         assert_eq!(breaker.allowance(Timestamp(1002)), Allowance::Any);
     }
 
     #[test]
     fn a_send_after_the_cooldown_that_fails_reopens_for_the_same_cooldown() {
         let (mut breaker, clock) = opened_at_zero();
-        breaker.record(false, false, Timestamp(1500), &clock);
+        let _ = breaker.record(false, false, Timestamp(1500), &clock);
         assert_eq!(breaker.allowance(Timestamp(1500)), Allowance::Nothing(Some(Timestamp(2500))));
+    }
+}
+
+#[cfg(test)]
+mod transitions {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    #[test]
+    fn opening_failing_again_and_closing_are_reported_with_when_the_failures_began() {
+        let clock = ManualClock::new(Timestamp(0));
+        let mut breaker = Breaker::default();
+        for i in 0..4 {
+            assert_eq!(breaker.record(false, false, Timestamp(i * 10), &clock), Transition::Nothing);
+        }
+        assert_eq!(breaker.record(false, false, Timestamp(40), &clock), Transition::Opened);
+        assert_eq!(breaker.failing_since(), Some(Timestamp(0)));
+        assert_eq!(breaker.record(false, false, Timestamp(50), &clock), Transition::Nothing, "in flight before");
+        breaker.probe_claimed();
+        assert_eq!(breaker.record(false, true, Timestamp(1040), &clock), Transition::FailedAgain);
+        breaker.failing_since_at_least(Timestamp(-5000));
+        breaker.probe_claimed();
+        assert_eq!(
+            breaker.record(true, true, Timestamp(5000), &clock),
+            Transition::Closed { failing_since: Timestamp(-5000) }
+        );
+        assert_eq!(breaker.failing_since(), None);
+        // A success that closes nothing reports nothing.
+        let _ = breaker.record(false, false, Timestamp(6000), &clock);
+        assert_eq!(breaker.record(true, false, Timestamp(6001), &clock), Transition::Nothing);
     }
 }

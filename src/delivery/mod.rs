@@ -25,6 +25,7 @@ mod attempt;
 mod breaker;
 mod drive;
 mod intake;
+mod operational;
 mod recorder;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +39,8 @@ use tokio_util::task::TaskTracker;
 
 use admission::Admission;
 pub use attempt::{Performed, ReceiverSays, is_success, next_step, perform};
-use breaker::{Allowance, Breaker};
+use breaker::{Allowance, Breaker, Transition};
+pub use operational::{DELIVERY_EXHAUSTED, WEBHOOK_DISABLED, WEBHOOK_RECOVERED};
 
 use crate::clock::SharedClock;
 use crate::http_client::Outbound;
@@ -529,16 +531,27 @@ impl Engine {
                 let Performed { record, receiver_says } =
                     Box::pin(perform(&self.outbound, &*self.clock, &due, sample, max_body)).await;
                 // A request that could not be built says nothing of the receiver.
-                if record.attempt.error_class != Some(ErrorClass::Render) {
-                    self.feed_breaker(&due.webhook.id, record.next == NextStep::Success, is_probe);
-                }
-                Some((record, receiver_says))
+                let transition = match record.attempt.error_class {
+                    Some(ErrorClass::Render) => Transition::Nothing,
+                    _ => self.feed_breaker(&due.webhook.id, record.next == NextStep::Success, is_probe),
+                };
+                Some((record, receiver_says, transition))
             }
             _ => None,
         };
         let record = match record {
+            Some((record, receiver_says, transition)) => {
+                // Rare: most attempts change nothing for their webhook.
+                if transition != Transition::Nothing || due.webhook.failing_since.is_some() {
+                    self.on_transition(&due.webhook, transition).await;
+                }
+                Some((record, receiver_says))
+            }
+            None => None,
+        };
+        let record = match record {
             Some((record, ReceiverSays::Gone)) => {
-                self.disable_gone(&due).await;
+                self.disable(&due.webhook, "the receiver answered 410 Gone").await;
                 Some(record)
             }
             Some((record, ReceiverSays::WaitUntil(until))) => {
@@ -582,22 +595,6 @@ impl Engine {
             && schedule.breakers.get(webhook_id).is_none_or(|b| b.lets_through(self.clock.now(), is_probe))
     }
 
-    /// The receiver answered `410 Gone`: its webhook is disabled at once,
-    /// and nothing it already holds is sent (it goes back to the store,
-    /// whose claims fail the deliveries of a disabled webhook).
-    async fn disable_gone(&self, due: &DueDelivery) {
-        let now = self.clock.now();
-        self.schedule.lock().unwrap().gone.insert(due.webhook.id.clone(), now);
-        let reason = "the receiver answered 410 Gone";
-        match self.store.disable_webhook(&due.webhook.account_id, &due.webhook.id, reason, now).await {
-            Ok(true) => {
-                tracing::warn!(webhook_id = %due.webhook.id, "webhook disabled: its receiver answered 410 Gone")
-            }
-            Ok(false) => {}
-            Err(err) => tracing::error!(webhook_id = %due.webhook.id, error = %err, "could not disable a gone webhook"),
-        }
-    }
-
     /// The receiver asked for a pause (`Retry-After` on 429 or 503): its
     /// webhook sends nothing before `until`, its deliveries keeping their
     /// attempts; other webhooks are not held.
@@ -618,14 +615,14 @@ impl Engine {
         self.wake.notify_one();
     }
 
-    fn feed_breaker(&self, webhook_id: &str, success: bool, is_probe: bool) {
+    fn feed_breaker(&self, webhook_id: &str, success: bool, is_probe: bool) -> Transition {
         let mut schedule = self.schedule.lock().unwrap();
         if success && !schedule.breakers.contains_key(webhook_id) {
-            return;
+            return Transition::Nothing;
         }
         let breaker = schedule.breakers.entry(webhook_id.to_owned()).or_default();
         let before = breaker.allowance(self.clock.now());
-        breaker.record(success, is_probe, self.clock.now(), &*self.clock);
+        let transition = breaker.record(success, is_probe, self.clock.now(), &*self.clock);
         let changed = breaker.allowance(self.clock.now()) != before;
         if breaker.is_idle() {
             schedule.breakers.remove(webhook_id);
@@ -638,6 +635,7 @@ impl Engine {
             // Closed (send the rest) or reopened (a new time to look again).
             self.wake.notify_one();
         }
+        transition
     }
 
     /// Runs until `shutdown`, then waits up to the grace period for

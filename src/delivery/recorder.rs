@@ -90,7 +90,7 @@ impl Engine {
         self.config.max_in_flight - self.slots.available_permits()
     }
 
-    pub(super) async fn record_batch(&self, batch: Vec<Finished>, stop: &CancellationToken) {
+    pub(super) async fn record_batch(self: &Arc<Self>, batch: Vec<Finished>, stop: &CancellationToken) {
         let mut dues = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
         let (mut put_off, mut waiting, mut retries) = (Vec::new(), Vec::new(), Vec::new());
@@ -125,6 +125,17 @@ impl Engine {
                 for record in records.iter() {
                     let _ = self.recorded.send(record.clone());
                 }
+            }
+            // Few fail for good in any batch: look up only those.
+            let exhausted: Vec<_> = records
+                .iter()
+                .filter(|record| record.next == NextStep::Failed)
+                .filter_map(|record| {
+                    dues.iter().find(|due| due.delivery_id == record.delivery_id).map(|due| (due, record))
+                })
+                .collect();
+            if !exhausted.is_empty() {
+                self.tell_exhausted(exhausted).await;
             }
         }
         self.release(&dues);

@@ -85,6 +85,7 @@ mod tests {
                 created_at: Timestamp(0),
                 updated_at: Timestamp(0),
                 disabled: None,
+                failing_since: None,
             }
             .into(),
         }

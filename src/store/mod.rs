@@ -125,6 +125,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_account(&self, account_id: &str) -> StoreResult<Option<Account>>;
     async fn set_strict_event_types(&self, account_id: &str, strict: bool) -> StoreResult<()>;
 
+    async fn set_disable_after(&self, account_id: &str, seconds: u64) -> StoreResult<()>;
+
+    /// Notes that a webhook's attempts have been failing since `since`,
+    /// unless an earlier time is noted already; returns the time noted. It
+    /// survives restarts, so that a window of days can be measured.
+    async fn note_failing(&self, account_id: &str, webhook_id: &str, since: Timestamp) -> StoreResult<Timestamp>;
+    /// A webhook's attempt succeeded after failing: no longer failing.
+    async fn note_recovered(&self, account_id: &str, webhook_id: &str) -> StoreResult<()>;
+
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<()>;
     async fn list_webhooks(&self, account_id: &str) -> StoreResult<Vec<Webhook>>;
     async fn get_webhook(&self, account_id: &str, id: &str) -> StoreResult<Option<Webhook>>;

@@ -15,6 +15,7 @@ mod delivery;
 mod engine;
 mod hardening;
 mod ingest;
+mod operational;
 mod profiles;
 mod receivers;
 mod retries;

@@ -202,7 +202,7 @@ async fn the_catalogue_informs_and_strict_mode_gates() {
     assert_eq!(status, 200);
     let channels: Vec<&str> =
         catalogue["channels"].as_array().unwrap().iter().map(|c| c["channel"].as_str().unwrap()).collect();
-    assert_eq!(channels, ["viber", "whatsapp", "wwebjs", "routee", "viber-bot"]);
+    assert_eq!(channels, ["viber", "whatsapp", "wwebjs", "routee", "viber-bot", "herald"]);
     let wwebjs = catalogue["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "wwebjs").unwrap();
     assert_eq!(wwebjs["events"].as_array().unwrap().len(), 13);
     assert_eq!(wwebjs["events"][0]["example"]["event"], "message_create");

@@ -192,7 +192,7 @@ impl TestApp {
         async move {
             receiver.markers_sent += 1;
             let marker = format!("herald-test-marker-{}", receiver.markers_sent);
-            let event = json!({"type": "herald.test.marker", "payload": {"marker": marker}, "webhook_id": webhook_id});
+            let event = json!({"type": "test.marker", "payload": {"marker": marker}, "webhook_id": webhook_id});
             let sent = self.send_event(event).await;
             assert_eq!(sent["deliveries"], 1, "the marker went to {webhook_id} ({caller})");
             let next = receiver.next().await;
@@ -225,6 +225,15 @@ impl TestApp {
         let (status, body) = self.call(Method::POST, "/v1/viber/auth-tokens", account_token, None).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The delivery an event created for one webhook.
+    pub async fn delivery_of_webhook(&self, event_id: &str, webhook_id: &str) -> Value {
+        let (_, page) = self.get(&format!("/v1/deliveries?limit=250&webhook_id={webhook_id}")).await;
+        let found: Vec<&Value> =
+            page["data"].as_array().unwrap().iter().filter(|d| d["event_id"] == event_id).collect();
+        assert_eq!(found.len(), 1, "deliveries of {event_id} to {webhook_id}: {found:?}");
+        self.delivery(found[0]["id"].as_str().unwrap()).await
     }
 
     /// The one delivery an event created.

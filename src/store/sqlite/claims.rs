@@ -241,5 +241,6 @@ fn placeholder_webhook(id: &str, account_id: &str) -> Webhook {
         created_at: Timestamp(0),
         updated_at: Timestamp(0),
         disabled: None,
+        failing_since: None,
     }
 }

@@ -209,13 +209,17 @@ impl Store for SqliteStore {
         self.pool
             .read(move |conn| {
                 Ok(conn
-                    .prepare_cached("SELECT id, name, created_at, strict_event_types FROM accounts WHERE id = ?1")?
+                    .prepare_cached(
+                        "SELECT id, name, created_at, strict_event_types, disable_after_seconds FROM accounts \
+                         WHERE id = ?1",
+                    )?
                     .query_row([account_id], |r| {
                         Ok(Account {
                             id: r.get(0)?,
                             name: r.get(1)?,
                             created_at: Timestamp(r.get(2)?),
                             strict_event_types: r.get(3)?,
+                            disable_after_seconds: r.get::<_, i64>(4)?.max(0) as u64,
                         })
                     })
                     .optional()?)
@@ -228,6 +232,54 @@ impl Store for SqliteStore {
         self.pool
             .write(move |conn| {
                 conn.execute("UPDATE accounts SET strict_event_types = ?2 WHERE id = ?1", params![account_id, strict])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn set_disable_after(&self, account_id: &str, seconds: u64) -> StoreResult<()> {
+        let account_id = account_id.to_owned();
+        let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+        self.pool
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE accounts SET disable_after_seconds = ?2 WHERE id = ?1",
+                    params![account_id, seconds],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn note_failing(&self, account_id: &str, webhook_id: &str, since: Timestamp) -> StoreResult<Timestamp> {
+        let (account_id, webhook_id) = (account_id.to_owned(), webhook_id.to_owned());
+        self.pool
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE webhooks SET failing_since = ?3 WHERE id = ?1 AND account_id = ?2 AND failing_since IS NULL",
+                    params![webhook_id, account_id, since.0],
+                )?;
+                let stored: Option<i64> = conn
+                    .query_row(
+                        "SELECT failing_since FROM webhooks WHERE id = ?1 AND account_id = ?2",
+                        params![webhook_id, account_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .flatten();
+                Ok(stored.map_or(since, Timestamp))
+            })
+            .await
+    }
+
+    async fn note_recovered(&self, account_id: &str, webhook_id: &str) -> StoreResult<()> {
+        let (account_id, webhook_id) = (account_id.to_owned(), webhook_id.to_owned());
+        self.pool
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE webhooks SET failing_since = NULL WHERE id = ?1 AND account_id = ?2",
+                    params![webhook_id, account_id],
+                )?;
                 Ok(())
             })
             .await

@@ -5,16 +5,19 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, Row, params};
 
-use crate::model::{Account, Delivery, DeliveryStatus, Disabled, RetiringSecret, Timestamp, Webhook, new_id};
+use crate::model::{
+    Account, DEFAULT_DISABLE_AFTER_SECONDS, Delivery, DeliveryStatus, Disabled, RetiringSecret, Timestamp, Webhook,
+    new_id,
+};
 use crate::profile::Profile;
 
 /// How many columns `WEBHOOK_COLUMNS` names: a query that reads more after
 /// them starts there.
-pub(super) const N_WEBHOOK_COLUMNS: usize = 18;
+pub(super) const N_WEBHOOK_COLUMNS: usize = 19;
 
 pub(super) const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.description, w.event_types, w.enabled, w.headers, \
      w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at, w.options, \
-     w.disabled_reason, w.disabled_at";
+     w.disabled_reason, w.disabled_at, w.failing_since";
 
 pub(super) fn json_column<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(idx)?;
@@ -52,10 +55,12 @@ pub(super) fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook
             .get::<_, Option<String>>(at + 16)?
             .zip(row.get::<_, Option<i64>>(at + 17)?)
             .map(|(reason, at)| Disabled { reason, at: Timestamp(at) }),
+        failing_since: row.get::<_, Option<i64>>(at + 18)?.map(Timestamp),
     })
 }
 
-/// A webhook's columns in `INSERT` order, for the insert and the update.
+/// A webhook's columns in `INSERT` order, for the insert and the update
+/// (all but `failing_since`, which only the engine's verbs write).
 pub(super) fn webhook_values(w: &Webhook) -> Vec<rusqlite::types::Value> {
     use rusqlite::types::Value;
     let text = |t: String| Value::Text(t);
@@ -155,7 +160,13 @@ pub(super) fn insert_account(
     token_hash: &str,
     now: Timestamp,
 ) -> rusqlite::Result<Account> {
-    let account = Account { id: new_id("acc"), name: name.to_owned(), created_at: now, strict_event_types: false };
+    let account = Account {
+        id: new_id("acc"),
+        name: name.to_owned(),
+        created_at: now,
+        strict_event_types: false,
+        disable_after_seconds: DEFAULT_DISABLE_AFTER_SECONDS,
+    };
     conn.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)")?.execute(params![
         account.id,
         account.name,

@@ -168,6 +168,13 @@ ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'api';
 ALTER TABLE webhooks ADD COLUMN disabled_reason TEXT;
 ALTER TABLE webhooks ADD COLUMN disabled_at INTEGER;
 "#,
+    r#"
+-- How long a webhook's every attempt may fail before it is disabled (five
+-- days unless the account says), and since when a webhook's attempts have
+-- been failing (set when its circuit breaker opens, cleared by a success).
+ALTER TABLE accounts ADD COLUMN disable_after_seconds INTEGER NOT NULL DEFAULT 432000;
+ALTER TABLE webhooks ADD COLUMN failing_since INTEGER;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
