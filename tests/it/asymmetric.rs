@@ -1,9 +1,9 @@
 //! Standard Webhooks' asymmetric signatures (`v1a`, ed25519; #13 item 9):
 //! `"signing": "ed25519"` or a given `whsk_` key, the `whpk_` public key in
-//! the view and the secret answers, rotation, validation, and `herald
-//! listen --public-key`. Signatures are checked with Python's
-//! `cryptography` package (`tests/verifiers/v1a_verify.py`), not Herald's
-//! code.
+//! the view and the secret answers, rotation, validation, `herald listen
+//! --public-key` and `herald webhooks create --signing ed25519`. Signatures
+//! are checked with Python's `cryptography` package
+//! (`tests/verifiers/v1a_verify.py`), not Herald's code.
 
 use std::time::Duration;
 
@@ -11,7 +11,10 @@ use axum::http::Method;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
-use crate::support::{PATIENCE, Received, Receiver, TestApp, check_error, clean_command, run_herald_in, run_verifier};
+use crate::support::{
+    PATIENCE, Received, Receiver, TestApp, check_error, clean_command, run_herald, run_herald_in, run_verifier,
+    spawn_herald,
+};
 
 // RFC 8032's first test key as a `whsk_` keypair (seed, then public key)
 // and its `whpk_`, both encoded with Python, not with Herald.
@@ -236,4 +239,32 @@ async fn herald_listen_verifies_v1a_with_the_public_key_and_rejects_a_changed_bo
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("public key: must start with `whpk_`"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_an_ed25519_webhook_and_shows_its_public_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("herald.db");
+    let database = format!("sqlite://{}", db.display());
+    let (_child, _base) = spawn_herald(&db, &[]).await;
+    let url = "http://127.0.0.1:9/hook";
+    let created: Value = serde_json::from_str(
+        &run_herald(&["webhooks", "create", "--url", url, "--signing", "ed25519", "--json", "--database", &database])
+            .await,
+    )
+    .unwrap();
+    let public_key = created["public_key"].as_str().unwrap();
+    assert!(public_key.starts_with("whpk_"), "{created}");
+    let id = created["id"].as_str().unwrap();
+    // The value of a `key  value` row of a details table.
+    let row = |table: &str, name: &str| {
+        table.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned())).unwrap_or_default()
+    };
+    let shown = run_herald(&["webhooks", "show", id, "--database", &database]).await;
+    assert_eq!(row(&shown, "public key "), public_key, "{shown}");
+
+    let rotated = run_herald(&["webhooks", "rotate-secret", id, "--database", &database]).await;
+    assert!(row(&rotated, "public key ").starts_with("whpk_"), "{rotated}");
+    assert_ne!(row(&rotated, "public key "), public_key);
+    assert_eq!(row(&rotated, "previous public key "), public_key, "{rotated}");
 }
