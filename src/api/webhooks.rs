@@ -43,6 +43,9 @@ pub struct CreateWebhook {
     timeout_ms: Option<u64>,
     #[serde(default)]
     secret: Option<String>,
+    /// `standard` only: `hmac-sha256` (`v1`, the default) or `ed25519` (`v1a`).
+    #[serde(default)]
+    signing: Option<String>,
     #[serde(default)]
     template: Option<ComposeSpec>,
     #[serde(default)]
@@ -97,6 +100,10 @@ pub struct WebhookView<'a> {
     /// enabled, or disabled by the account.
     disabled_reason: Option<&'a str>,
     disabled_at: Option<Timestamp>,
+    /// The `whpk_` key receivers verify `v1a` signatures with: only for a
+    /// `standard` webhook that signs with ed25519.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
 }
 
 impl<'a> From<&'a Webhook> for WebhookView<'a> {
@@ -118,8 +125,38 @@ impl<'a> From<&'a Webhook> for WebhookView<'a> {
             updated_at: w.updated_at,
             disabled_reason: w.disabled.as_ref().map(|d| d.reason.as_str()),
             disabled_at: w.disabled.as_ref().map(|d| d.at),
+            public_key: public_key(w.profile, &w.secret),
         }
     }
+}
+
+/// The `whpk_` public key of a secret, for a `standard` webhook that signs
+/// with ed25519 (the seed profiles use any string, `whsk_…` included, as a
+/// plain HMAC key).
+fn public_key(profile: Profile, secret: &str) -> Option<String> {
+    (profile == Profile::Standard).then(|| signing::public_key(secret)).flatten()
+}
+
+/// What `"signing"` asks for: `Some(true)` for ed25519, `Some(false)` for
+/// HMAC-SHA256, `None` when absent. Only the `standard` profile has a choice.
+fn parse_signing(signing: Option<&str>, profile: Profile) -> Result<Option<bool>, ApiError> {
+    let ed25519 = match signing {
+        None => return Ok(None),
+        Some("hmac-sha256") => false,
+        Some("ed25519") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_field(format!(
+                "signing: unknown scheme `{other}` (available: hmac-sha256, ed25519)"
+            )));
+        }
+    };
+    if profile != Profile::Standard {
+        return Err(ApiError::invalid_field(format!(
+            "signing: only the standard profile has a choice of scheme, not `{}`",
+            profile.name()
+        )));
+    }
+    Ok(Some(ed25519))
 }
 
 /// Checks a target URL; IP literals and `localhost` that are not public
@@ -275,15 +312,26 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateWebhook>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let profile = Profile::parse(body.profile.as_deref().unwrap_or("standard")).map_err(ApiError::invalid_field)?;
+    let ed25519 = parse_signing(body.signing.as_deref(), profile)?;
     let secret = match body.secret {
         Some(secret) => {
             profile.validate_secret(&secret).map_err(ApiError::invalid_field)?;
+            match ed25519 {
+                Some(true) if !signing::is_ed25519_secret(&secret) => {
+                    return Err(ApiError::invalid_field("secret: ed25519 signing takes a `whsk_` key"));
+                }
+                Some(false) if signing::is_ed25519_secret(&secret) => {
+                    return Err(ApiError::invalid_field("secret: a `whsk_` key signs with ed25519, not hmac-sha256"));
+                }
+                _ => {}
+            }
             // A token is a credential: as a secret it would be echoed back.
             if is_herald_token(&state, &secret).await? {
                 return Err(ApiError::invalid_field("secret: a herald token cannot be a webhook secret"));
             }
             secret
         }
+        None if ed25519 == Some(true) => signing::generate_ed25519_secret(),
         None => profile.initial_secret(),
     };
     let now = state.clock.now();
@@ -419,8 +467,8 @@ pub async fn secret(
         ));
     }
     let now = state.clock.now();
-    let previous = webhook.previous_secret.filter(|p| p.expires_at > now);
-    for shown in std::iter::once(&webhook.secret).chain(previous.as_ref().map(|p| &p.secret)) {
+    let previous = webhook.previous_secret.as_ref().filter(|p| p.expires_at > now);
+    for shown in std::iter::once(&webhook.secret).chain(previous.map(|p| &p.secret)) {
         if is_herald_token(&state, shown).await? {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
@@ -428,7 +476,21 @@ pub async fn secret(
             ));
         }
     }
-    Ok(Json(json!({ "secret": webhook.secret, "previous_secret": previous })))
+    Ok(Json(secrets_view(&webhook, previous)))
+}
+
+/// The answer of `/secret` and `/rotate-secret`: the secrets, and for an
+/// ed25519 webhook the `whpk_` public key of each, so a receiver can trust
+/// both during a rotation.
+fn secrets_view(webhook: &Webhook, previous: Option<&RetiringSecret>) -> Value {
+    let mut view = json!({ "secret": webhook.secret, "previous_secret": previous });
+    if let Some(key) = public_key(webhook.profile, &webhook.secret) {
+        view["public_key"] = Value::String(key);
+    }
+    if let Some(key) = previous.and_then(|p| public_key(webhook.profile, &p.secret)) {
+        view["previous_secret"]["public_key"] = Value::String(key);
+    }
+    view
 }
 
 #[derive(Deserialize, Default)]
@@ -469,6 +531,10 @@ pub async fn rotate_secret(
     }
     let new_secret = match body.secret {
         Some(secret) => secret,
+        // An ed25519 webhook gets a new keypair, an HMAC one a new secret.
+        None if webhook.profile == Profile::Standard && signing::is_ed25519_secret(&webhook.secret) => {
+            signing::generate_ed25519_secret()
+        }
         None if webhook.profile == Profile::Standard => signing::generate_secret(),
         // The seed systems' secrets are plain strings.
         None => signing::generate_token(),
@@ -488,7 +554,7 @@ pub async fn rotate_secret(
         (webhook.profile == Profile::Standard).then_some(RetiringSecret { secret: old, expires_at });
     webhook.updated_at = now;
     state.store.update_webhook(webhook.clone()).await?;
-    Ok(Json(json!({ "secret": webhook.secret, "previous_secret": webhook.previous_secret })))
+    Ok(Json(secrets_view(&webhook, webhook.previous_secret.as_ref())))
 }
 
 pub async fn send_test(

@@ -30,6 +30,10 @@ pub enum WebhooksCommand {
         /// The signing secret [default: generated for the profile].
         #[arg(long)]
         secret: Option<String>,
+        /// `standard` only: `hmac-sha256` (`v1`) or `ed25519` (`v1a`, with a
+        /// `whpk_` public key for receivers).
+        #[arg(long, value_parser = ["hmac-sha256", "ed25519"])]
+        signing: Option<String>,
     },
     /// Change a webhook: only what is given changes.
     Update {
@@ -157,10 +161,13 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
                 false => print_webhook(&webhook),
             }
         }
-        WebhooksCommand::Create { fields, secret } => {
+        WebhooksCommand::Create { fields, secret, signing } => {
             let mut body = fields.into_body()?;
             if let Some(secret) = secret {
                 body.insert("secret".to_owned(), Value::String(secret));
+            }
+            if let Some(signing) = signing {
+                body.insert("signing".to_owned(), Value::String(signing));
             }
             let webhook = api.post("/v1/webhooks", Some(Value::Object(body))).await?;
             match json {
@@ -204,9 +211,15 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
                 print_json(&rotated);
             } else {
                 let mut rows = vec![("secret", text(&rotated["secret"]))];
+                if let Some(key) = rotated.get("public_key") {
+                    rows.push(("public key", text(key)));
+                }
                 if let Some(previous) = rotated["previous_secret"].as_object() {
                     let until = time(&previous["expires_at"]);
                     rows.push(("previous secret", format!("{} (signs until {until})", text(&previous["secret"]))));
+                    if let Some(key) = previous.get("public_key") {
+                        rows.push(("previous public key", text(key)));
+                    }
                 }
                 print_details(&rows);
             }
@@ -284,6 +297,9 @@ fn print_webhook(webhook: &Value) {
     rows.push(("updated", time(&webhook["updated_at"])));
     if let Some(secret) = webhook.get("secret") {
         rows.push(("secret", text(secret)));
+    }
+    if let Some(key) = webhook.get("public_key") {
+        rows.push(("public key", text(key)));
     }
     if let Some(warnings) = webhook["warnings"].as_array() {
         for warning in warnings {

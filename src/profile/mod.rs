@@ -61,7 +61,8 @@ pub struct ProfileSpec {
 /// What a profile signs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretKind {
-    /// A `whsec_` secret, always present, generated when not given.
+    /// A `whsec_` secret (or a `whsk_` ed25519 key, which signs `v1a`),
+    /// always present, generated when not given.
     Standard,
     /// Any string; when absent the profile signs with the webhook id.
     OptionalOrWebhookId,

@@ -2,6 +2,7 @@
 //! runs a real Herald over loopback HTTP on a temp SQLite file, with a
 //! manual clock, against real scripted receivers.
 
+mod asymmetric;
 mod attempt_log;
 mod auth;
 mod bad_input;
