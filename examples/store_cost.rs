@@ -79,6 +79,7 @@ async fn main() {
         updated_at: start,
         disabled: None,
         failing_since: None,
+        rate_limit: None,
     };
     store.create_webhook(webhook).await.unwrap();
     let admit: Arc<dyn Admit> = Arc::new(Room(handed));

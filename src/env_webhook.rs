@@ -55,7 +55,6 @@ pub async fn apply(
         updated_at: now,
         // A restart with the variable set means the operator wants it on.
         disabled: None,
-        failing_since: None,
         ..existing.clone().unwrap_or_else(|| Webhook {
             id: new_id("wh"),
             account_id: account_id.to_owned(),
@@ -74,6 +73,7 @@ pub async fn apply(
             updated_at: now,
             disabled: None,
             failing_since: None,
+            rate_limit: None,
         })
     };
     match existing {

@@ -236,6 +236,33 @@ pub struct TargetPolicy {
     pub require_https: bool,
 }
 
+/// The most requests a webhook's receiver gets: `per_second` on average,
+/// up to `burst` at once after a quiet spell (a token bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    #[serde(default = "RateLimit::default_burst")]
+    pub burst: u32,
+}
+
+impl RateLimit {
+    fn default_burst() -> u32 {
+        1
+    }
+
+    /// Checks the limit; the message names the field at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.per_second.is_finite() && self.per_second > 0.0 && self.per_second <= 100_000.0) {
+            return Err("rate_limit.per_second: must be more than 0 and at most 100000".to_owned());
+        }
+        if !(1..=100_000).contains(&self.burst) {
+            return Err("rate_limit.burst: must be between 1 and 100000".to_owned());
+        }
+        Ok(())
+    }
+}
+
 /// Why and when Herald itself disabled a webhook (its receiver said it is
 /// gone); a webhook the account disabled has none.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,6 +304,8 @@ pub struct Webhook {
     /// Since when its every attempt has failed, as the store last noted it
     /// (read only: the engine notes it through its own verbs).
     pub failing_since: Option<Timestamp>,
+    /// `None`: as fast as its lane allows.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Webhook {

@@ -192,6 +192,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Resu
                 updated_at: now,
                 disabled: None,
                 failing_since: None,
+                rate_limit: None,
             };
             state.store.create_webhook(webhook).await
         }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::extract::OptionalJson;
 use super::{AccountCaller, AppState, JsonBody};
 use crate::error::{ApiError, ErrorCode};
-use crate::model::{IngestOutcome, RetiringSecret, TargetPolicy, Timestamp, Webhook, new_id};
+use crate::model::{IngestOutcome, RateLimit, RetiringSecret, TargetPolicy, Timestamp, Webhook, new_id};
 use crate::profile::{ComposeSpec, Profile, ProfileOptions, RESERVED_HEADERS, check_compose};
 use crate::retry::RetryPolicy;
 use crate::{filter, http_client, signing};
@@ -42,6 +42,8 @@ pub struct CreateWebhook {
     #[serde(default)]
     timeout_ms: Option<u64>,
     #[serde(default)]
+    rate_limit: Option<RateLimit>,
+    #[serde(default)]
     secret: Option<String>,
     /// `standard` only: `hmac-sha256` (`v1`, the default) or `ed25519` (`v1a`).
     #[serde(default)]
@@ -69,6 +71,8 @@ pub struct UpdateWebhook {
     retry: Option<Option<RetryPolicy>>,
     #[serde(default, deserialize_with = "present")]
     timeout_ms: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<RateLimit>>,
     template: Option<ComposeSpec>,
     send_name: Option<bool>,
     send_photo: Option<bool>,
@@ -100,6 +104,7 @@ pub struct WebhookView<'a> {
     /// enabled, or disabled by the account.
     disabled_reason: Option<&'a str>,
     disabled_at: Option<Timestamp>,
+    rate_limit: Option<RateLimit>,
     /// The `whpk_` key receivers verify `v1a` signatures with: only for a
     /// `standard` webhook that signs with ed25519.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,6 +130,7 @@ impl<'a> From<&'a Webhook> for WebhookView<'a> {
             updated_at: w.updated_at,
             disabled_reason: w.disabled.as_ref().map(|d| d.reason.as_str()),
             disabled_at: w.disabled.as_ref().map(|d| d.at),
+            rate_limit: w.rate_limit,
             public_key: public_key(w.profile, &w.secret),
         }
     }
@@ -263,6 +269,9 @@ fn validate_webhook(webhook: &mut Webhook, policy: TargetPolicy) -> Result<Vec<S
     webhook.headers = validate_headers(&webhook.headers)?;
     validate_retry(&webhook.retry)?;
     validate_timeout(webhook.timeout_ms)?;
+    if let Some(limit) = &webhook.rate_limit {
+        limit.validate().map_err(ApiError::invalid_field)?;
+    }
     check_profile_fields(webhook, policy)
 }
 
@@ -357,6 +366,7 @@ pub async fn create(
         updated_at: now,
         disabled: None,
         failing_since: None,
+        rate_limit: body.rate_limit,
     };
     let warnings = validate_webhook(&mut webhook, state.targets)?;
     state.store.create_webhook(webhook.clone()).await?;
@@ -434,6 +444,9 @@ pub async fn update(
     }
     if let Some(timeout_ms) = body.timeout_ms {
         webhook.timeout_ms = timeout_ms;
+    }
+    if let Some(rate_limit) = body.rate_limit {
+        webhook.rate_limit = rate_limit;
     }
     let warnings = validate_webhook(&mut webhook, state.targets)?;
     webhook.updated_at = state.clock.now();

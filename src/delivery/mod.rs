@@ -26,6 +26,7 @@ mod breaker;
 mod drive;
 mod intake;
 mod operational;
+mod pace;
 mod recorder;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,6 +124,8 @@ struct Schedule {
     /// Webhooks whose receiver answered `410 Gone`, and when Herald
     /// disabled them: deliveries claimed before then are not sent.
     gone: IdMap<Timestamp>,
+    /// Token buckets of rate-limited webhooks.
+    buckets: IdMap<pace::Bucket>,
 }
 
 /// What to claim now, and when to look again if nothing else happens.
@@ -517,7 +520,13 @@ impl Engine {
     async fn deliver(self: Arc<Self>, due: DueDelivery, lane: Arc<Semaphore>, is_probe: bool) {
         // The lane's turn first, then a global slot: a webhook waiting on its
         // own cap holds no slot another webhook could use.
-        let record = match (lane.acquire_owned().await, self.slots.acquire().await) {
+        let turn = lane.acquire_owned().await;
+        // The webhook's pace next, still before a global slot, so that a
+        // delivery waiting for its token holds nothing another could use.
+        if let Some(limit) = due.webhook.rate_limit {
+            self.pace(&due.webhook.id, limit).await;
+        }
+        let record = match (turn, self.slots.acquire().await) {
             // While attempts cannot be recorded, none starts: it is put off,
             // its attempts intact, rather than sent and then sent again
             // after a restart.
@@ -604,6 +613,29 @@ impl Engine {
         self.refresh_room(&schedule, webhook_id, self.clock.now());
         drop(schedule);
         self.wake.notify_one();
+    }
+
+    /// Waits for a token of the webhook's rate limit (real time: see `pace`).
+    async fn pace(&self, webhook_id: &str, limit: crate::model::RateLimit) {
+        loop {
+            let wait = {
+                let mut schedule = self.schedule.lock().unwrap();
+                let now = std::time::Instant::now();
+                match schedule.buckets.get_mut(webhook_id) {
+                    Some(bucket) => bucket.take(limit, now),
+                    None => {
+                        let mut bucket = pace::Bucket::new(limit, now);
+                        let wait = bucket.take(limit, now);
+                        schedule.buckets.insert(webhook_id.to_owned(), bucket);
+                        wait
+                    }
+                }
+            };
+            match wait {
+                None => return,
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
     }
 
     fn give_back_probe(&self, webhook_id: &str) {

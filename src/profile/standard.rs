@@ -86,6 +86,7 @@ mod tests {
                 updated_at: Timestamp(0),
                 disabled: None,
                 failing_since: None,
+                rate_limit: None,
             }
             .into(),
         }

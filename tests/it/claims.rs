@@ -44,6 +44,7 @@ pub(crate) async fn backlog(n: usize) -> (SqliteStore, String, tempfile::TempDir
         updated_at: NOW,
         disabled: None,
         failing_since: None,
+        rate_limit: None,
     };
     store.create_webhook(webhook).await.unwrap();
     let events = (0..n)

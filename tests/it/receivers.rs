@@ -127,3 +127,50 @@ async fn require_https_refuses_http_targets_everywhere_they_are_set() {
     let err = herald::app::Application::build(config, clock).await.err().expect("an http WEBHOOK_URL is refused");
     assert!(format!("{err:#}").contains("only to https receivers"), "{err:#}");
 }
+
+/// A receiver that notes when each request arrives.
+async fn timed_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>) {
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = arrivals.clone();
+    let app = axum::Router::new().fallback(move || {
+        noted.lock().unwrap().push(std::time::Instant::now());
+        async { StatusCode::OK }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, arrivals)
+}
+
+#[tokio::test]
+async fn a_rate_limit_is_never_exceeded_at_the_receiver() {
+    let mut app = TestApp::spawn().await;
+    let (url, arrivals) = timed_receiver().await;
+    let limit = json!({"per_second": 50, "burst": 5});
+    let webhook = app.create_webhook(json!({"url": url, "rate_limit": limit})).await;
+    assert_eq!(webhook["rate_limit"], json!({"per_second": 50.0, "burst": 5}));
+    for bad in [json!({"per_second": 0}), json!({"per_second": 5, "burst": 0}), json!({"per_second": "fast"})] {
+        let (status, body) = app.post("/v1/webhooks", json!({"url": url, "rate_limit": bad})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("rate_limit"), "{body}");
+    }
+    let events: Vec<Value> = (0..120).map(|i| json!({"type": "t", "id": format!("p{i}"), "payload": {}})).collect();
+    assert_eq!(app.post("/v1/events", Value::Array(events)).await.0, StatusCode::ACCEPTED);
+    for _ in 0..120 {
+        assert_eq!(app.next_attempt().await.next, herald::model::NextStep::Success);
+    }
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 120);
+    // At most burst + rate in any second, as sent; one more allowed for a
+    // request that the network held back a few milliseconds.
+    for (i, at) in arrivals.iter().enumerate() {
+        let within = arrivals[i..].iter().take_while(|t| t.duration_since(*at) < Duration::from_secs(1)).count();
+        assert!(within <= 56, "{within} requests arrived within one second");
+    }
+    let spread = arrivals[119].duration_since(arrivals[0]);
+    assert!(spread >= Duration::from_millis(2200), "120 requests at 50/s after a burst of 5 took {spread:?}");
+    // Lifted with null: as fast as the lane allows.
+    let path = format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap());
+    let (_, view) = app.call(Method::PATCH, &path, &app.token, Some(json!({"rate_limit": null}))).await;
+    assert_eq!(view["rate_limit"], Value::Null);
+}

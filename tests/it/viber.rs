@@ -400,6 +400,7 @@ async fn hardening_5_a_start_names_the_webhooks_that_sign_with_an_api_token() {
         updated_at: now,
         disabled: None,
         failing_since: None,
+        rate_limit: None,
     };
     store.create_webhook(webhook("wh_old", Profile::ViberBot, &api_token)).await.unwrap();
     store.create_webhook(webhook("wh_moved", Profile::Business, &api_token)).await.unwrap();

@@ -242,5 +242,6 @@ fn placeholder_webhook(id: &str, account_id: &str) -> Webhook {
         updated_at: Timestamp(0),
         disabled: None,
         failing_since: None,
+        rate_limit: None,
     }
 }

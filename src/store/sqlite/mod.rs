@@ -291,8 +291,8 @@ impl Store for SqliteStore {
                 conn.prepare_cached(
                     "INSERT INTO webhooks (id, account_id, url, description, event_types, enabled, headers, profile, \
                      retry, timeout_ms, secret, previous_secret, previous_expires_at, created_at, updated_at, options, \
-                     disabled_reason, disabled_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                     disabled_reason, disabled_at, rate_limit) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
                 )?
                 .execute(rusqlite::params_from_iter(webhook_values(&webhook)))?;
                 Ok(())
@@ -326,7 +326,7 @@ impl Store for SqliteStore {
                         "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, enabled = ?6, headers = ?7, \
                          profile = ?8, retry = ?9, timeout_ms = ?10, secret = ?11, previous_secret = ?12, \
                          previous_expires_at = ?13, updated_at = ?15, options = ?16, disabled_reason = ?17, \
-                         disabled_at = ?18 WHERE id = ?1 AND account_id = ?2 AND deleted = 0",
+                         disabled_at = ?18, rate_limit = ?19 WHERE id = ?1 AND account_id = ?2 AND deleted = 0",
                     )?
                     .execute(rusqlite::params_from_iter(webhook_values(&webhook)))?;
                 if n == 0 { Err(StoreError::NotFound("webhook".into())) } else { Ok(()) }

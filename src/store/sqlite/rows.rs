@@ -13,11 +13,11 @@ use crate::profile::Profile;
 
 /// How many columns `WEBHOOK_COLUMNS` names: a query that reads more after
 /// them starts there.
-pub(super) const N_WEBHOOK_COLUMNS: usize = 19;
+pub(super) const N_WEBHOOK_COLUMNS: usize = 20;
 
 pub(super) const WEBHOOK_COLUMNS: &str = "w.id, w.account_id, w.url, w.description, w.event_types, w.enabled, w.headers, \
      w.profile, w.retry, w.timeout_ms, w.secret, w.previous_secret, w.previous_expires_at, w.created_at, w.updated_at, w.options, \
-     w.disabled_reason, w.disabled_at, w.failing_since";
+     w.disabled_reason, w.disabled_at, w.failing_since, w.rate_limit";
 
 pub(super) fn json_column<T: serde::de::DeserializeOwned>(row: &Row, idx: usize) -> rusqlite::Result<Option<T>> {
     let text: Option<String> = row.get(idx)?;
@@ -56,6 +56,7 @@ pub(super) fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook
             .zip(row.get::<_, Option<i64>>(at + 17)?)
             .map(|(reason, at)| Disabled { reason, at: Timestamp(at) }),
         failing_since: row.get::<_, Option<i64>>(at + 18)?.map(Timestamp),
+        rate_limit: json_column(row, at + 19)?,
     })
 }
 
@@ -85,6 +86,7 @@ pub(super) fn webhook_values(w: &Webhook) -> Vec<rusqlite::types::Value> {
         opt_text(options_json(&w.options)),
         opt_text(w.disabled.as_ref().map(|d| d.reason.clone())),
         opt_int(w.disabled.as_ref().map(|d| d.at.0)),
+        opt_text(w.rate_limit.as_ref().map(to_json)),
     ]
 }
 

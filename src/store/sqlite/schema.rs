@@ -175,6 +175,10 @@ ALTER TABLE webhooks ADD COLUMN disabled_at INTEGER;
 ALTER TABLE accounts ADD COLUMN disable_after_seconds INTEGER NOT NULL DEFAULT 432000;
 ALTER TABLE webhooks ADD COLUMN failing_since INTEGER;
 "#,
+    r#"
+-- A webhook's rate limit (`{"per_second", "burst"}`), null for none.
+ALTER TABLE webhooks ADD COLUMN rate_limit TEXT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
