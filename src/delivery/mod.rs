@@ -551,8 +551,9 @@ impl Engine {
         let record = match record {
             Some((record, receiver_says, transition)) => {
                 // Rare: most attempts change nothing for their webhook.
-                if transition != Transition::Nothing || due.webhook.failing_since.is_some() {
-                    self.on_transition(&due.webhook, transition).await;
+                let succeeded = record.next == NextStep::Success;
+                if transition != Transition::Nothing || (succeeded && due.webhook.failing_since.is_some()) {
+                    self.on_transition(&due.webhook, transition, succeeded).await;
                 }
                 Some((record, receiver_says))
             }

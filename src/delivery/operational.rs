@@ -61,10 +61,10 @@ impl Engine {
     /// Acts on what an attempt changed in its webhook's breaker: notes when
     /// failures began (so a window of days survives restarts), disables a
     /// webhook past its account's window, tells of a recovery.
-    pub(super) async fn on_transition(self: &Arc<Self>, webhook: &Webhook, transition: Transition) {
+    pub(super) async fn on_transition(self: &Arc<Self>, webhook: &Webhook, transition: Transition, succeeded: bool) {
         let (account_id, webhook_id) = (&webhook.account_id, &webhook.id);
         match transition {
-            Transition::Nothing if webhook.failing_since.is_some() => {
+            Transition::Nothing if succeeded && webhook.failing_since.is_some() => {
                 // A success with no breaker to close, where failures were
                 // noted before a restart: they are over.
                 if let Err(err) = self.store.note_recovered(account_id, webhook_id).await {
