@@ -19,6 +19,7 @@ mod profiles;
 mod receivers;
 mod retries;
 mod safety;
+mod secrets;
 mod seeds;
 mod support;
 mod viber;

@@ -2,8 +2,9 @@
 //! the start-up pass. With a key, the pass first opens every sealed secret
 //! (so a missing or wrong key refuses the start before anything is sent or
 //! written), then seals every plain one in batches, with `secure_delete` on
-//! so the plain cells are zeroed, and truncates the WAL so no old frame
-//! keeps them. Without a key, a sealed secret refuses the start: Herald
+//! so the plain cells are zeroed, rebuilds the table so no free space in
+//! its pages keeps an older one, and truncates the WAL so no old frame
+//! does. Without a key, a sealed secret refuses the start: Herald
 //! would otherwise sign with a ciphertext, or not at all.
 
 use anyhow::Context;
@@ -87,6 +88,18 @@ pub(super) fn seal_at_start(conn: &mut Connection, at_rest: &AtRest) -> anyhow::
         }
         tx.commit().context("sealing webhook secrets")?;
     }
+    // A row rewritten in place can leave an earlier plain value (a secret
+    // rotated away before the key was set) in its page's free space.
+    // Emptying the table with secure_delete on zeroes every page it had;
+    // the table is small beside the deliveries, so rebuilding it is cheap.
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "CREATE TEMP TABLE webhooks_resealed AS SELECT * FROM webhooks;
+         DELETE FROM webhooks;
+         INSERT INTO webhooks SELECT * FROM temp.webhooks_resealed;
+         DROP TABLE temp.webhooks_resealed;",
+    )?;
+    tx.commit().context("rewriting the webhooks table")?;
     conn.execute_batch("PRAGMA secure_delete = OFF")?;
     // The WAL still holds the pages as they were; moving what it has into
     // the main file and truncating it leaves the plain values nowhere.
