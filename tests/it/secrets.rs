@@ -191,26 +191,45 @@ async fn a_database_written_without_a_key_is_sealed_at_the_next_start_and_needs_
     let created = post("/v1/webhooks".into(), json!({"url": standard.url})).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let retired = created["secret"].as_str().unwrap().to_owned();
+    let business_secret = "business-secret-9d02b6e1f38a";
+    post("/v1/webhooks".into(), json!({"url": business.url, "profile": "business", "secret": business_secret})).await;
     // Rotated twice: the first secret is in no row, only in the free space
     // of a page, if anywhere.
     let rotate = || post(format!("/v1/webhooks/{id}/rotate-secret"), json!({"grace_seconds": 0}));
     let previous = rotate().await["secret"].as_str().unwrap().to_owned();
     let current = rotate().await["secret"].as_str().unwrap().to_owned();
-    let business_secret = "business-secret-9d02b6e1f38a";
-    post("/v1/webhooks".into(), json!({"url": business.url, "profile": "business", "secret": business_secret})).await;
     stop_gracefully(child).await;
-    // The control: without a key, the secrets are there to be found.
-    assert!(!found_in(&db, &current).is_empty());
-    assert!(!found_in(&db, business_secret).is_empty());
-
     let key_file = dir.path().join("herald.key");
     std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let all = [retired.as_str(), &previous, &current, business_secret];
+
+    // A copy checkpointed, as a long-lived database is: the plain secrets
+    // in its main file, the retired one in a page's free space.
+    let copy = tempfile::tempdir().unwrap();
+    let copied = copy.path().join("herald.db");
+    for suffix in ["", "-wal"] {
+        std::fs::copy(format!("{}{suffix}", db.display()), format!("{}{suffix}", copied.display())).unwrap();
+    }
+    checkpoint(&copied);
+    assert!(!std::fs::exists(format!("{}-wal", copied.display())).unwrap(), "checkpointed when it closed");
+    for secret in all {
+        assert!(!found_in(&copied, secret).is_empty(), "the control: {secret} is in the file without a key");
+    }
+    let (child, _) = spawn_herald(&copied, &["--secret-key-file", key_file.to_str().unwrap()]).await;
+    assert_nowhere(&copied, &all);
+    stop_gracefully(child).await;
+    assert_nowhere(&copied, &all);
+
+    // The original: the plain secrets are in its WAL.
+    for secret in all {
+        assert!(!found_in(&db, secret).is_empty(), "the control: {secret} is in the WAL without a key");
+    }
     let (child, base) = spawn_herald(&db, &["--secret-key-file", key_file.to_str().unwrap()]).await;
     // The start sealed them all and left no copy in the main file or the WAL.
     let stored = stored_secrets(&db);
     assert_eq!(stored.len(), 3, "{stored:?}");
     assert!(stored.iter().all(|s| s.starts_with("enc1:")), "{stored:?}");
-    assert_nowhere(&db, &[&retired, &previous, &current, business_secret]);
+    assert_nowhere(&db, &all);
     let sent = http
         .post(format!("{base}/v1/events"))
         .bearer_auth(&token)
@@ -223,7 +242,7 @@ async fn a_database_written_without_a_key_is_sealed_at_the_next_start_and_needs_
     assert_standard_signature(&current, &standard.next().await);
     assert_hex_signature("signature", business_secret, &business.next().await);
     stop_gracefully(child).await;
-    assert_nowhere(&db, &[&retired, &previous, &current, business_secret]);
+    assert_nowhere(&db, &all);
 
     // Sealed, the database does not start without its key, nor with another.
     let err = refused_start(&db, &[], &[]).await;
