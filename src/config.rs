@@ -98,9 +98,9 @@ pub struct ServeArgs {
     /// itself, in base64.
     #[arg(long, env = "HERALD_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
-    /// The key itself, from HERALD_SECRET_KEY. Hidden: a flag's value would
-    /// show in the process list.
-    #[arg(long, env = "HERALD_SECRET_KEY", hide = true, hide_env_values = true)]
+    /// The key itself, from HERALD_SECRET_KEY only (`secret_key_from_env`):
+    /// a flag's value would show in the process list.
+    #[arg(skip)]
     pub secret_key: Option<SecretText>,
 }
 
@@ -114,10 +114,13 @@ impl std::fmt::Debug for SecretText {
     }
 }
 
-impl std::str::FromStr for SecretText {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(SecretText(s.to_owned()))
+/// `HERALD_SECRET_KEY`, if set. A value that is not UTF-8 cannot be
+/// base64, so it comes through as one that fails to parse.
+pub fn secret_key_from_env() -> Option<SecretText> {
+    match std::env::var("HERALD_SECRET_KEY") {
+        Ok(text) => Some(SecretText(text)),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => Some(SecretText("?".into())),
     }
 }
 
