@@ -39,7 +39,7 @@ use crate::model::{
     Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Event, NewEvent, Principal,
     Timestamp, Webhook,
 };
-use crate::sealing::{AtRest, webhook_context};
+use crate::sealing::AtRest;
 use crate::signing;
 use crate::stats::WebhookSample;
 
@@ -118,8 +118,7 @@ fn webhooks_keyed_by_api_tokens(conn: &rusqlite::Connection, at_rest: &AtRest) -
         webhooks.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
     for row in rows {
         let (account_id, id, stored) = row?;
-        let secret =
-            at_rest.load(&stored, &webhook_context(&id, "secret")).map_err(|e| StoreError::Internal(e.into()))?;
+        let secret = at_rest.load_webhook_secret(stored, &id, "secret").map_err(|e| StoreError::Internal(e.into()))?;
         if is_api_token.exists(params![signing::token_hash(&secret), API_TOKEN])? {
             found.push((account_id, id));
         }

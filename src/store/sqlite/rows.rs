@@ -7,7 +7,7 @@ use rusqlite::{Connection, Row, params};
 
 use crate::model::{Account, Delivery, DeliveryStatus, Disabled, RetiringSecret, Timestamp, Webhook, new_id};
 use crate::profile::Profile;
-use crate::sealing::{AtRest, webhook_context};
+use crate::sealing::AtRest;
 
 /// How many columns `WEBHOOK_COLUMNS` names: a query that reads more after
 /// them starts there.
@@ -33,7 +33,7 @@ pub(super) fn webhook_from_row(row: &Row, at: usize, at_rest: &AtRest) -> rusqli
     let profile: String = row.get(at + 7)?;
     let secret = |idx: usize, column: &str, stored: String| {
         at_rest
-            .load(&stored, &webhook_context(&id, column))
+            .load_webhook_secret(stored, &id, column)
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
     };
     let previous_secret =
@@ -82,10 +82,8 @@ pub(super) fn webhook_values(w: &Webhook, at_rest: &AtRest) -> Vec<rusqlite::typ
         text(w.profile.name().to_owned()),
         opt_text(w.retry.as_ref().map(to_json)),
         opt_int(w.timeout_ms.map(|t| t as i64)),
-        text(at_rest.store(&w.secret, &webhook_context(&w.id, "secret"))),
-        opt_text(
-            w.previous_secret.as_ref().map(|p| at_rest.store(&p.secret, &webhook_context(&w.id, "previous_secret"))),
-        ),
+        text(at_rest.store_webhook_secret(&w.secret, &w.id, "secret")),
+        opt_text(w.previous_secret.as_ref().map(|p| at_rest.store_webhook_secret(&p.secret, &w.id, "previous_secret"))),
         opt_int(w.previous_secret.as_ref().map(|p| p.expires_at.0)),
         Value::Integer(w.created_at.0),
         Value::Integer(w.updated_at.0),
