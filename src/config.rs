@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::delivery::EngineConfig;
 use crate::listener::ListenerConfig;
+use crate::sealing::SecretKey;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE: &str = "sqlite://herald.db";
@@ -92,6 +93,35 @@ pub struct ServeArgs {
     /// With WEBHOOK_URL: the HMAC secret of `X-Webhook-Signature`.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// A file holding the key that encrypts webhook signing secrets at
+    /// rest: 32 bytes, raw or in base64. Or HERALD_SECRET_KEY: the key
+    /// itself, in base64.
+    #[arg(long, env = "HERALD_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// The key itself, from HERALD_SECRET_KEY only (`secret_key_from_env`):
+    /// a flag's value would show in the process list.
+    #[arg(skip)]
+    pub secret_key: Option<SecretText>,
+}
+
+/// Text that is a secret: its `Debug` never shows it.
+#[derive(Clone, Default)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(..)")
+    }
+}
+
+/// `HERALD_SECRET_KEY`, if set. A value that is not UTF-8 cannot be
+/// base64, so it comes through as one that fails to parse.
+pub fn secret_key_from_env() -> Option<SecretText> {
+    match std::env::var("HERALD_SECRET_KEY") {
+        Ok(text) => Some(SecretText(text)),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => Some(SecretText("?".into())),
+    }
 }
 
 /// The single webhook of an environment-configured deployment.
@@ -122,6 +152,7 @@ struct FileConfig {
     idle_timeout_seconds: Option<u64>,
     admin_token: Option<String>,
     bind_address: Option<IpAddr>,
+    secret_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +168,8 @@ pub struct ServeConfig {
     pub env_webhook: Option<EnvWebhook>,
     pub engine: EngineConfig,
     pub listener: ListenerConfig,
+    /// Seals webhook secrets at rest when set.
+    pub secret_key: Option<SecretKey>,
 }
 
 impl ServeConfig {
@@ -208,6 +241,7 @@ impl ServeConfig {
             }),
             engine,
             listener,
+            secret_key: secret_key(args.secret_key, args.secret_key_file.or(file.secret_key_file))?,
         })
     }
 }
@@ -225,6 +259,28 @@ impl ServeConfig {
     /// Which webhook URLs this configuration allows.
     pub fn targets(&self) -> crate::model::TargetPolicy {
         crate::model::TargetPolicy { allow_private: self.allow_private_targets, require_https: self.require_https }
+    }
+}
+
+/// The key from `HERALD_SECRET_KEY` or a key file; never both, since
+/// which one sealed the database would then be a guess. The errors never
+/// repeat the key.
+fn secret_key(text: Option<SecretText>, file: Option<PathBuf>) -> anyhow::Result<Option<SecretKey>> {
+    match (text, file) {
+        (Some(_), Some(path)) => {
+            anyhow::bail!("HERALD_SECRET_KEY and secret_key_file ({}) are both set: set one", path.display())
+        }
+        (Some(text), None) => {
+            Ok(Some(SecretKey::from_base64(&text.0).map_err(|e| anyhow::anyhow!("HERALD_SECRET_KEY: {e}"))?))
+        }
+        (None, Some(path)) => {
+            let contents =
+                std::fs::read(&path).with_context(|| format!("secret_key_file: reading {}", path.display()))?;
+            let key = SecretKey::from_file_contents(&contents)
+                .map_err(|e| anyhow::anyhow!("secret_key_file {}: {e}", path.display()))?;
+            Ok(Some(key))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -265,6 +321,35 @@ mod tests {
         refused(ServeArgs { time_scale: Some(0.0), ..Default::default() }, "time_scale");
         refused(ServeArgs { listen: Some("nowhere".into()), ..Default::default() }, "nowhere");
         refused(ServeArgs { idle_timeout_seconds: Some(0), ..Default::default() }, "idle_timeout_seconds");
+    }
+
+    #[test]
+    fn the_secret_key_comes_from_the_variable_or_a_file_and_a_bad_one_is_refused() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+        let id = SecretKey::from_bytes(&[5u8; 32]).unwrap().id().to_owned();
+        let from_env = ServeArgs { secret_key: Some(SecretText(b64.clone())), ..Default::default() };
+        assert_eq!(ServeConfig::from_args(from_env).unwrap().secret_key.unwrap().id(), id);
+        let path = dir.path().join("key");
+        std::fs::write(&path, [5u8; 32]).unwrap();
+        let config_path = dir.path().join("herald.toml");
+        std::fs::write(&config_path, format!("secret_key_file = {:?}\n", path.display().to_string())).unwrap();
+        let from_file = ServeArgs { config: Some(config_path), ..Default::default() };
+        assert_eq!(ServeConfig::from_args(from_file).unwrap().secret_key.unwrap().id(), id);
+        assert!(ServeConfig::from_args(ServeArgs::default()).unwrap().secret_key.is_none());
+
+        let err = |args: ServeArgs| format!("{:#}", ServeConfig::from_args(args).unwrap_err());
+        let short = base64::engine::general_purpose::STANDARD.encode([5u8; 31]);
+        let e = err(ServeArgs { secret_key: Some(SecretText(short.clone())), ..Default::default() });
+        assert_eq!(e, "HERALD_SECRET_KEY: 31 bytes long, not 32");
+        let e = err(ServeArgs { secret_key: Some(SecretText("hunter2!".into())), ..Default::default() });
+        assert!(e.starts_with("HERALD_SECRET_KEY: not base64") && !e.contains("hunter2"), "{e}");
+        std::fs::write(&path, format!("{short}\n")).unwrap();
+        let e = err(ServeArgs { secret_key_file: Some(path.clone()), ..Default::default() });
+        assert!(e.contains("31 bytes long, not 32"), "{e}");
+        let both = ServeArgs { secret_key: Some(SecretText(b64)), secret_key_file: Some(path), ..Default::default() };
+        assert!(err(both).contains("both set"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Layout: `app` wires everything together. Requests enter through the
 //! `listener` (bounded connections, network timeouts) and `api` (one file
 //! per resource), which validates them and calls the `store`
-//! (every durable fact, behind one trait; only `store/` holds SQL). The
+//! (every durable fact, behind one trait; only `store/` holds SQL;
+//! `sealing` encrypts the secrets it keeps). The
 //! `delivery` engine claims due deliveries from the store, renders each
 //! through its webhook's `profile`, signs it (`signing`), sends it with the
 //! one outbound client (`http_client`) and records the attempt; `retry`
@@ -28,6 +29,7 @@ pub mod listener;
 pub mod model;
 pub mod profile;
 pub mod retry;
+pub mod sealing;
 pub mod signing;
 pub mod stats;
 pub mod store;

@@ -71,7 +71,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    args.secret_key = crate::config::secret_key_from_env();
     let config = ServeConfig::from_args(args)?;
     // Before anything opens descriptors, and before the listener reads the
     // limit to size its share.

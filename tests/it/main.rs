@@ -21,6 +21,7 @@ mod profiles;
 mod receivers;
 mod retries;
 mod safety;
+mod secrets;
 mod seeds;
 mod support;
 mod viber;

@@ -51,11 +51,14 @@ pub(super) fn find_due(
     want: &ClaimWant,
     now: Timestamp,
     events: &mut EventCache,
+    at_rest: &crate::sealing::AtRest,
 ) -> StoreResult<Found> {
     let sql = format!("SELECT {WEBHOOK_COLUMNS}, w.deleted FROM webhooks w WHERE w.id = ?1");
     let found = conn
         .prepare_cached(&sql)?
-        .query_row([&want.webhook_id], |row| Ok((webhook_from_row(row, 0)?, row.get::<_, bool>(N_WEBHOOK_COLUMNS)?)))
+        .query_row([&want.webhook_id], |row| {
+            Ok((webhook_from_row(row, 0, at_rest)?, row.get::<_, bool>(N_WEBHOOK_COLUMNS)?))
+        })
         .optional()?;
     let refusal = match &found {
         None | Some((_, true)) => Some("webhook deleted"),

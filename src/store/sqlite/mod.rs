@@ -9,6 +9,7 @@ mod many;
 mod pool;
 mod rows;
 mod schema;
+mod secrets;
 mod writes;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ use crate::model::{
     Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Event, NewEvent, Principal,
     Timestamp, Webhook,
 };
+use crate::sealing::AtRest;
 use crate::signing;
 use crate::stats::WebhookSample;
 
@@ -47,6 +49,8 @@ pub struct SqliteStore {
     /// Tokens are never revoked while Herald runs, so a hit needs no trip
     /// to the database.
     known_tokens: std::sync::Mutex<std::collections::HashMap<String, Principal>>,
+    /// Seals secrets on every write and opens them on every read.
+    at_rest: AtRest,
 }
 
 /// Settings a `sqlite://` URL may carry after `?`.
@@ -83,11 +87,19 @@ impl SqliteOptions {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
-        Self::open_with(path, SqliteOptions::default())
+        Self::open_with(path, SqliteOptions::default(), AtRest::default())
     }
 
-    pub fn open_with(path: &Path, options: SqliteOptions) -> anyhow::Result<SqliteStore> {
-        Ok(SqliteStore { pool: Pool::open(path, options, schema::migrate)?, known_tokens: Default::default() })
+    /// Opens the database, migrates it and checks its secrets against
+    /// `at_rest`: with a key, plain ones are sealed; a secret that does not
+    /// open (no key, another key) refuses the start.
+    pub fn open_with(path: &Path, options: SqliteOptions, at_rest: AtRest) -> anyhow::Result<SqliteStore> {
+        let pass = at_rest.clone();
+        let pool = Pool::open(path, options, move |conn| {
+            schema::migrate(conn)?;
+            secrets::seal_at_start(conn, &pass)
+        })?;
+        Ok(SqliteStore { pool, known_tokens: Default::default(), at_rest })
     }
 }
 
@@ -97,7 +109,7 @@ const MAX_KNOWN_TOKENS: usize = 10_000;
 /// Webhooks whose secret is an API token, as `(account id, webhook id)`.
 /// Tokens are kept hashed, so each secret is hashed here: a read of every
 /// webhook once per start, which is small beside the deliveries.
-fn webhooks_keyed_by_api_tokens(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<(String, String)>> {
+fn webhooks_keyed_by_api_tokens(conn: &rusqlite::Connection, at_rest: &AtRest) -> StoreResult<Vec<(String, String)>> {
     let mut webhooks =
         conn.prepare("SELECT account_id, id, secret FROM webhooks WHERE deleted = 0 AND secret <> ''")?;
     let mut is_api_token = conn.prepare("SELECT 1 FROM tokens WHERE hash = ?1 AND kind = ?2")?;
@@ -105,7 +117,8 @@ fn webhooks_keyed_by_api_tokens(conn: &rusqlite::Connection) -> rusqlite::Result
     let rows =
         webhooks.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
     for row in rows {
-        let (account_id, id, secret) = row?;
+        let (account_id, id, stored) = row?;
+        let secret = at_rest.load_webhook_secret(stored, &id, "secret").map_err(|e| StoreError::Internal(e.into()))?;
         if is_api_token.exists(params![signing::token_hash(&secret), API_TOKEN])? {
             found.push((account_id, id));
         }
@@ -116,6 +129,7 @@ fn webhooks_keyed_by_api_tokens(conn: &rusqlite::Connection) -> rusqlite::Result
 #[async_trait]
 impl Store for SqliteStore {
     async fn bootstrap(&self, operator_token: Option<String>, now: Timestamp) -> StoreResult<Bootstrap> {
+        let at_rest = self.at_rest.clone();
         self.pool
             .write(move |conn| {
                 let mut outcome = Bootstrap::default();
@@ -143,7 +157,7 @@ impl Store for SqliteStore {
                 }
                 outcome.first_account_id =
                     conn.query_row("SELECT id FROM accounts ORDER BY created_at, id LIMIT 1", [], |r| r.get(0))?;
-                outcome.webhooks_keyed_by_api_tokens = webhooks_keyed_by_api_tokens(conn)?;
+                outcome.webhooks_keyed_by_api_tokens = webhooks_keyed_by_api_tokens(conn, &at_rest)?;
                 Ok(outcome)
             })
             .await
@@ -286,6 +300,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<()> {
+        let at_rest = self.at_rest.clone();
         self.pool
             .write(move |conn| {
                 conn.prepare_cached(
@@ -294,30 +309,34 @@ impl Store for SqliteStore {
                      disabled_reason, disabled_at, rate_limit) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
                 )?
-                .execute(rusqlite::params_from_iter(webhook_values(&webhook)))?;
+                .execute(rusqlite::params_from_iter(webhook_values(&webhook, &at_rest)))?;
                 Ok(())
             })
             .await
     }
 
     async fn list_webhooks(&self, account_id: &str) -> StoreResult<Vec<Webhook>> {
-        let account_id = account_id.to_owned();
-        self.pool.read(move |conn| Ok(load_webhooks(conn, &account_id)?)).await
+        let (account_id, at_rest) = (account_id.to_owned(), self.at_rest.clone());
+        self.pool.read(move |conn| Ok(load_webhooks(conn, &account_id, &at_rest)?)).await
     }
 
     async fn get_webhook(&self, account_id: &str, id: &str) -> StoreResult<Option<Webhook>> {
-        let (account_id, id) = (account_id.to_owned(), id.to_owned());
+        let (account_id, id, at_rest) = (account_id.to_owned(), id.to_owned(), self.at_rest.clone());
         self.pool
             .read(move |conn| {
                 let sql = format!(
                     "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.id = ?1 AND w.account_id = ?2 AND w.deleted = 0"
                 );
-                Ok(conn.prepare_cached(&sql)?.query_row([id, account_id], |row| webhook_from_row(row, 0)).optional()?)
+                Ok(conn
+                    .prepare_cached(&sql)?
+                    .query_row([id, account_id], |row| webhook_from_row(row, 0, &at_rest))
+                    .optional()?)
             })
             .await
     }
 
     async fn update_webhook(&self, webhook: Webhook) -> StoreResult<()> {
+        let at_rest = self.at_rest.clone();
         self.pool
             .write(move |conn| {
                 // The same 16 values as the insert; ?14 (created_at) stays as it was.
@@ -328,7 +347,7 @@ impl Store for SqliteStore {
                          previous_expires_at = ?13, updated_at = ?15, options = ?16, disabled_reason = ?17, \
                          disabled_at = ?18, rate_limit = ?19 WHERE id = ?1 AND account_id = ?2 AND deleted = 0",
                     )?
-                    .execute(rusqlite::params_from_iter(webhook_values(&webhook)))?;
+                    .execute(rusqlite::params_from_iter(webhook_values(&webhook, &at_rest)))?;
                 if n == 0 { Err(StoreError::NotFound("webhook".into())) } else { Ok(()) }
             })
             .await
@@ -368,13 +387,13 @@ impl Store for SqliteStore {
         now: Timestamp,
         admit: Arc<dyn Admit>,
     ) -> StoreResult<Ingested> {
-        let account_id = account_id.to_owned();
+        let (account_id, at_rest) = (account_id.to_owned(), self.at_rest.clone());
         let undo = admit.clone();
         self.pool
             .write_or_undo(
                 move |conn| {
                     let mut taken = Vec::new();
-                    let result = ingest_in(conn, &account_id, events, now, &*admit, &mut taken);
+                    let result = ingest_in(conn, &account_id, events, now, &*admit, &mut taken, &at_rest);
                     if result.is_err() {
                         taken.iter().for_each(|webhook_id| admit.give_back(webhook_id));
                     }
@@ -423,11 +442,15 @@ impl Store for SqliteStore {
         _lease_until: Timestamp,
         wants: Vec<ClaimWant>,
     ) -> StoreResult<Vec<ClaimedBatch>> {
+        let at_rest = self.at_rest.clone();
         let found = self
             .pool
             .read(move |conn| {
                 let mut events = claims::EventCache::new();
-                wants.iter().map(|want| claims::find_due(conn, want, now, &mut events)).collect::<StoreResult<Vec<_>>>()
+                wants
+                    .iter()
+                    .map(|want| claims::find_due(conn, want, now, &mut events, &at_rest))
+                    .collect::<StoreResult<Vec<_>>>()
             })
             .await?;
         let mut batches = Vec::with_capacity(found.len());

@@ -10,6 +10,7 @@ use crate::model::{
     new_id,
 };
 use crate::profile::Profile;
+use crate::sealing::AtRest;
 
 /// How many columns `WEBHOOK_COLUMNS` names: a query that reads more after
 /// them starts there.
@@ -28,13 +29,22 @@ pub(super) fn json_column<T: serde::de::DeserializeOwned>(row: &Row, idx: usize)
     .transpose()
 }
 
-/// Reads a webhook from `WEBHOOK_COLUMNS` starting at column `at`.
-pub(super) fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook> {
+/// Reads a webhook from `WEBHOOK_COLUMNS` starting at column `at`,
+/// opening its secrets.
+pub(super) fn webhook_from_row(row: &Row, at: usize, at_rest: &AtRest) -> rusqlite::Result<Webhook> {
+    let id: String = row.get(at)?;
     let profile: String = row.get(at + 7)?;
-    let previous_secret: Option<String> = row.get(at + 11)?;
+    let secret = |idx: usize, column: &str, stored: String| {
+        at_rest
+            .load_webhook_secret(stored, &id, column)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+    };
+    let previous_secret =
+        row.get::<_, Option<String>>(at + 11)?.map(|s| secret(at + 11, "previous_secret", s)).transpose()?;
     let previous_expires_at: Option<i64> = row.get(at + 12)?;
     Ok(Webhook {
-        id: row.get(at)?,
+        secret: secret(at + 10, "secret", row.get(at + 10)?)?,
+        id,
         account_id: row.get(at + 1)?,
         url: row.get(at + 2)?,
         description: row.get(at + 3)?,
@@ -44,7 +54,6 @@ pub(super) fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook
         profile: Profile::parse(&profile).unwrap_or_default(),
         retry: json_column(row, at + 8)?,
         timeout_ms: row.get::<_, Option<i64>>(at + 9)?.map(|t| t as u64),
-        secret: row.get(at + 10)?,
         previous_secret: previous_secret
             .zip(previous_expires_at)
             .map(|(secret, expires_at)| RetiringSecret { secret, expires_at: Timestamp(expires_at) }),
@@ -61,8 +70,9 @@ pub(super) fn webhook_from_row(row: &Row, at: usize) -> rusqlite::Result<Webhook
 }
 
 /// A webhook's columns in `INSERT` order, for the insert and the update
-/// (all but `failing_since`, which only the engine's verbs write).
-pub(super) fn webhook_values(w: &Webhook) -> Vec<rusqlite::types::Value> {
+/// (all but `failing_since`, which only the engine's verbs write), its
+/// secrets sealed when there is a key.
+pub(super) fn webhook_values(w: &Webhook, at_rest: &AtRest) -> Vec<rusqlite::types::Value> {
     use rusqlite::types::Value;
     let text = |t: String| Value::Text(t);
     let opt_text = |t: Option<String>| t.map_or(Value::Null, Value::Text);
@@ -78,8 +88,8 @@ pub(super) fn webhook_values(w: &Webhook) -> Vec<rusqlite::types::Value> {
         text(w.profile.name().to_owned()),
         opt_text(w.retry.as_ref().map(to_json)),
         opt_int(w.timeout_ms.map(|t| t as i64)),
-        text(w.secret.clone()),
-        opt_text(w.previous_secret.as_ref().map(|p| p.secret.clone())),
+        text(at_rest.store_webhook_secret(&w.secret, &w.id, "secret")),
+        opt_text(w.previous_secret.as_ref().map(|p| at_rest.store_webhook_secret(&p.secret, &w.id, "previous_secret"))),
         opt_int(w.previous_secret.as_ref().map(|p| p.expires_at.0)),
         Value::Integer(w.created_at.0),
         Value::Integer(w.updated_at.0),
@@ -178,11 +188,11 @@ pub(super) fn insert_account(
     Ok(account)
 }
 
-pub(super) fn load_webhooks(conn: &Connection, account_id: &str) -> rusqlite::Result<Vec<Webhook>> {
+pub(super) fn load_webhooks(conn: &Connection, account_id: &str, at_rest: &AtRest) -> rusqlite::Result<Vec<Webhook>> {
     let sql =
         format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.account_id = ?1 AND w.deleted = 0 ORDER BY w.id");
     let mut stmt = conn.prepare_cached(&sql)?;
-    stmt.query_map([account_id], |row| webhook_from_row(row, 0))?.collect()
+    stmt.query_map([account_id], |row| webhook_from_row(row, 0, at_rest))?.collect()
 }
 
 pub(super) fn finish_without_attempt(

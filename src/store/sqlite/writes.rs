@@ -23,6 +23,7 @@ pub(super) fn ingest_in(
     now: Timestamp,
     admit: &dyn Admit,
     taken: &mut Vec<String>,
+    at_rest: &crate::sealing::AtRest,
 ) -> StoreResult<Ingested> {
     let strict: bool = conn
         .prepare_cached("SELECT strict_event_types FROM accounts WHERE id = ?1")?
@@ -35,7 +36,7 @@ pub(super) fn ingest_in(
             event.event_type
         )));
     }
-    let webhooks: Vec<Arc<Webhook>> = load_webhooks(conn, account_id)?.into_iter().map(Arc::new).collect();
+    let webhooks: Vec<Arc<Webhook>> = load_webhooks(conn, account_id, at_rest)?.into_iter().map(Arc::new).collect();
     // A targeted webhook must exist in this account, or the whole request
     // fails before anything is written.
     for (i, event) in events.iter().enumerate() {

@@ -1,0 +1,138 @@
+//! Webhook secrets at rest in the SQLite file: the columns they live in and
+//! the start-up pass. With a key, the pass first opens every sealed secret
+//! (so a missing or wrong key refuses the start before anything is sent or
+//! written), then seals every plain one in batches, with `secure_delete` on
+//! so the plain cells are zeroed, rebuilds the table so no free space in
+//! its pages keeps an older one, and truncates the WAL so no old frame
+//! does. Without a key, a sealed secret refuses the start: Herald
+//! would otherwise sign with a ciphertext, or not at all.
+
+use anyhow::Context;
+use rusqlite::{Connection, params};
+
+use crate::sealing::{AtRest, OpenError, webhook_context};
+
+/// The `webhooks` columns that hold a signing secret.
+pub(super) const SECRET_COLUMNS: [&str; 2] = ["secret", "previous_secret"];
+
+/// Rows sealed per transaction at start.
+const BATCH: usize = 256;
+
+/// One webhook's secrets as stored, in `SECRET_COLUMNS` order.
+struct Stored {
+    id: String,
+    values: [Option<String>; 2],
+}
+
+/// Checks every stored secret against `at_rest` and, with a key, seals the
+/// plain ones. Every webhook row counts, deleted ones too: their secrets
+/// are in the file all the same.
+pub(super) fn seal_at_start(conn: &mut Connection, at_rest: &AtRest) -> anyhow::Result<()> {
+    let rows = {
+        let mut stmt = conn.prepare("SELECT id, secret, previous_secret FROM webhooks")?;
+        let rows = stmt.query_map([], |r| Ok(Stored { id: r.get(0)?, values: [r.get(1)?, r.get(2)?] }))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let mut plain = Vec::new();
+    let mut n_plain = 0;
+    for row in rows {
+        let mut has_plain = false;
+        for (column, value) in SECRET_COLUMNS.iter().zip(&row.values) {
+            let Some(value) = value.as_deref().filter(|v| !v.is_empty()) else { continue };
+            match at_rest.load(value, &webhook_context(&row.id, column)) {
+                Ok(_) if crate::sealing::is_sealed(value) => {}
+                Ok(_) => {
+                    has_plain = true;
+                    n_plain += 1;
+                }
+                Err(err) => return Err(refusal(&row.id, column, err)),
+            }
+        }
+        if has_plain {
+            plain.push(row);
+        }
+    }
+    let Some(key) = at_rest.key() else {
+        if n_plain > 0 {
+            // Why not at every keyless start: an empty database has nothing
+            // to hide, and a warning that is always there is not read.
+            tracing::warn!(
+                secrets = n_plain,
+                "webhook signing secrets are stored in the clear, readable by whoever can read the database file: \
+                 set HERALD_SECRET_KEY or --secret-key-file to store them encrypted"
+            );
+        }
+        return Ok(());
+    };
+    if plain.is_empty() {
+        tracing::info!(key = key.id(), "webhook secrets are stored encrypted");
+        return Ok(());
+    }
+    // Zeroes the cells the plain secrets leave, in the pages and in the
+    // freelist, rather than leaving them as free space.
+    conn.execute_batch("PRAGMA secure_delete = ON")?;
+    for batch in plain.chunks(BATCH) {
+        let tx = conn.transaction()?;
+        {
+            let mut update =
+                tx.prepare_cached("UPDATE webhooks SET secret = ?2, previous_secret = ?3 WHERE id = ?1")?;
+            for row in batch {
+                let [secret, previous] = [0, 1].map(|i| {
+                    row.values[i].as_deref().map(|value| match crate::sealing::is_sealed(value) {
+                        true => value.to_owned(),
+                        false => at_rest.store(value, &webhook_context(&row.id, SECRET_COLUMNS[i])),
+                    })
+                });
+                update.execute(params![row.id, secret, previous])?;
+            }
+        }
+        tx.commit().context("sealing webhook secrets")?;
+    }
+    // A row rewritten in place can leave an earlier plain value (a secret
+    // rotated away before the key was set) in its page's free space.
+    // Emptying the table with secure_delete on zeroes every page it had;
+    // the table is small beside the deliveries, so rebuilding it is cheap.
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "CREATE TEMP TABLE webhooks_resealed AS SELECT * FROM webhooks;
+         DELETE FROM webhooks;
+         INSERT INTO webhooks SELECT * FROM temp.webhooks_resealed;
+         DROP TABLE temp.webhooks_resealed;",
+    )?;
+    tx.commit().context("rewriting the webhooks table")?;
+    conn.execute_batch("PRAGMA secure_delete = OFF")?;
+    // The WAL still holds the pages as they were; moving what it has into
+    // the main file and truncating it leaves the plain values nowhere.
+    let busy: bool =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).context("checkpointing after sealing")?;
+    if busy {
+        // Another process holds the database open: SQLite moves the pages
+        // over in a later checkpoint instead.
+        tracing::warn!("the wal could not be truncated after sealing: plain secrets stay in it until a checkpoint");
+    }
+    tracing::info!(
+        secrets = n_plain,
+        webhooks = plain.len(),
+        key = key.id(),
+        "encrypted webhook secrets stored in the clear"
+    );
+    Ok(())
+}
+
+/// The start-up error for a secret that does not open, saying what to do.
+fn refusal(webhook_id: &str, column: &str, err: OpenError) -> anyhow::Error {
+    match err {
+        OpenError::NoKey { sealed_with } => anyhow::anyhow!(
+            "the database holds encrypted webhook secrets (key {sealed_with}) but no secret key is set: set \
+             HERALD_SECRET_KEY or --secret-key-file to the key they were encrypted with"
+        ),
+        OpenError::OtherKey { sealed_with, key } => anyhow::anyhow!(
+            "the secret key set (key {key}) is not the one the database's webhook secrets were encrypted with \
+             (key {sealed_with}): set that key"
+        ),
+        OpenError::Damaged => anyhow::anyhow!(
+            "webhook {webhook_id}'s {column} does not decrypt with the secret key: the database was altered, or \
+             the value copied from another webhook"
+        ),
+    }
+}
