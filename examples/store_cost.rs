@@ -61,25 +61,10 @@ async fn main() {
     let store = SqliteStore::open(&dir.path().join("herald.db")).unwrap();
     let start = Timestamp(1_800_000_000_000);
     let account = store.bootstrap(None, start).await.unwrap().default_account.unwrap().0.id;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned();
     let webhook = Webhook {
         id: "wh_cost".into(),
-        account_id: account.clone(),
-        url: "http://127.0.0.1:9/hook".into(),
-        description: String::new(),
-        event_types: None,
-        enabled: true,
-        headers: Default::default(),
-        profile: Default::default(),
-        options: Default::default(),
-        retry: None,
-        timeout_ms: None,
-        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        previous_secret: None,
-        created_at: start,
-        updated_at: start,
-        disabled: None,
-        failing_since: None,
-        rate_limit: None,
+        ..Webhook::new(&account, "http://127.0.0.1:9/hook", Default::default(), secret, start)
     };
     store.create_webhook(webhook).await.unwrap();
     let admit: Arc<dyn Admit> = Arc::new(Room(handed));

@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use crate::api::validate_url;
 use crate::config::EnvWebhook;
-use crate::model::{TargetPolicy, Timestamp, Webhook, new_id};
+use crate::model::{TargetPolicy, Timestamp, Webhook};
 use crate::profile::Profile;
 use crate::retry::{Exponential, MAX_WAIT, RetryPolicy};
 use crate::store::Store;
@@ -56,24 +56,8 @@ pub async fn apply(
         // A restart with the variable set means the operator wants it on.
         disabled: None,
         ..existing.clone().unwrap_or_else(|| Webhook {
-            id: new_id("wh"),
-            account_id: account_id.to_owned(),
-            url: String::new(),
             description: DESCRIPTION.to_owned(),
-            event_types: None,
-            enabled: true,
-            headers: Default::default(),
-            profile: Profile::Wwebjs,
-            options: Default::default(),
-            retry: None,
-            timeout_ms: None,
-            secret: String::new(),
-            previous_secret: None,
-            created_at: now,
-            updated_at: now,
-            disabled: None,
-            failing_since: None,
-            rate_limit: None,
+            ..Webhook::new(account_id, "", Profile::Wwebjs, String::new(), now)
         })
     };
     match existing {

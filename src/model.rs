@@ -309,6 +309,33 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// A new webhook of `account_id` with a fresh id and the defaults for
+    /// the rest: every event, enabled, no custom headers, its profile's
+    /// retry policy and timeout, no rate limit. Callers set what differs
+    /// with `..Webhook::new(…)`.
+    pub fn new(account_id: &str, url: &str, profile: Profile, secret: String, now: Timestamp) -> Webhook {
+        Webhook {
+            id: new_id("wh"),
+            account_id: account_id.to_owned(),
+            url: url.to_owned(),
+            description: String::new(),
+            event_types: None,
+            enabled: true,
+            headers: BTreeMap::new(),
+            profile,
+            options: ProfileOptions::default(),
+            retry: None,
+            timeout_ms: None,
+            secret,
+            previous_secret: None,
+            created_at: now,
+            updated_at: now,
+            disabled: None,
+            failing_since: None,
+            rate_limit: None,
+        }
+    }
+
     pub fn effective_retry(&self) -> RetryPolicy {
         self.retry.clone().unwrap_or_else(|| self.profile.default_retry())
     }

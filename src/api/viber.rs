@@ -17,7 +17,7 @@ use super::extract::{parse_json, read_body};
 use super::webhooks::validate_url;
 use super::{AccountCaller, AppState};
 use crate::error::ApiError;
-use crate::model::{Principal, Timestamp, Webhook, new_id};
+use crate::model::{Principal, Timestamp, Webhook};
 use crate::profile::{
     OutgoingRequest, Profile, ProfileOptions, VIBER_EVENT_TYPES, VIBER_MANDATORY_EVENTS, viber_event_types_reply,
 };
@@ -175,24 +175,10 @@ async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Resu
         }
         None => {
             let webhook = Webhook {
-                id: new_id("wh"),
-                account_id,
-                url,
                 description: "viber bot (set_webhook)".into(),
                 event_types: filter,
-                enabled: true,
-                headers: Default::default(),
-                profile: Profile::ViberBot,
                 options,
-                retry: None,
-                timeout_ms: None,
-                secret: token.to_owned(),
-                previous_secret: None,
-                created_at: now,
-                updated_at: now,
-                disabled: None,
-                failing_since: None,
-                rate_limit: None,
+                ..Webhook::new(&account_id, &url, Profile::ViberBot, token.to_owned(), now)
             };
             state.store.create_webhook(webhook).await
         }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::extract::OptionalJson;
 use super::{AccountCaller, AppState, JsonBody};
 use crate::error::{ApiError, ErrorCode};
-use crate::model::{IngestOutcome, RateLimit, RetiringSecret, TargetPolicy, Timestamp, Webhook, new_id};
+use crate::model::{IngestOutcome, RateLimit, RetiringSecret, TargetPolicy, Timestamp, Webhook};
 use crate::profile::{ComposeSpec, Profile, ProfileOptions, RESERVED_HEADERS, check_compose};
 use crate::retry::RetryPolicy;
 use crate::{filter, http_client, signing};
@@ -345,14 +345,10 @@ pub async fn create(
     };
     let now = state.clock.now();
     let mut webhook = Webhook {
-        id: new_id("wh"),
-        account_id,
-        url: body.url,
         description: body.description,
         event_types: body.event_types,
         enabled: body.enabled.unwrap_or(true),
         headers: body.headers,
-        profile,
         options: ProfileOptions {
             template: body.template,
             send_name: body.send_name.unwrap_or(false),
@@ -360,13 +356,8 @@ pub async fn create(
         },
         retry: body.retry,
         timeout_ms: body.timeout_ms,
-        secret,
-        previous_secret: None,
-        created_at: now,
-        updated_at: now,
-        disabled: None,
-        failing_since: None,
         rate_limit: body.rate_limit,
+        ..Webhook::new(&account_id, &body.url, profile, secret, now)
     };
     let warnings = validate_webhook(&mut webhook, state.targets)?;
     state.store.create_webhook(webhook.clone()).await?;

@@ -70,23 +70,9 @@ mod tests {
             payload: r#"{"id":"a418d672","status":"read"}"#.into(),
             webhook: Webhook {
                 id: "wh_1".into(),
-                account_id: "acc_1".into(),
-                url: "http://127.0.0.1:9/hook".into(),
-                description: String::new(),
-                event_types: None,
-                enabled: true,
                 headers: BTreeMap::from([("authorization".into(), "Bearer abc".into())]),
-                profile: Profile::Standard,
-                options: Default::default(),
-                retry: None,
-                timeout_ms: None,
-                secret: secret.into(),
                 previous_secret: previous,
-                created_at: Timestamp(0),
-                updated_at: Timestamp(0),
-                disabled: None,
-                failing_since: None,
-                rate_limit: None,
+                ..Webhook::new("acc_1", "http://127.0.0.1:9/hook", Profile::Standard, secret.into(), Timestamp(0))
             }
             .into(),
         }

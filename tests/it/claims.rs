@@ -26,25 +26,10 @@ pub(crate) async fn backlog(n: usize) -> (SqliteStore, String, tempfile::TempDir
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("herald.db")).unwrap();
     let account = store.bootstrap(None, NOW).await.unwrap().default_account.unwrap().0.id;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned();
     let webhook = Webhook {
         id: "wh_claims".into(),
-        account_id: account.clone(),
-        url: "http://127.0.0.1:9/hook".into(),
-        description: String::new(),
-        event_types: None,
-        enabled: true,
-        headers: Default::default(),
-        profile: Default::default(),
-        options: Default::default(),
-        retry: None,
-        timeout_ms: None,
-        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        previous_secret: None,
-        created_at: NOW,
-        updated_at: NOW,
-        disabled: None,
-        failing_since: None,
-        rate_limit: None,
+        ..Webhook::new(&account, "http://127.0.0.1:9/hook", Default::default(), secret, NOW)
     };
     store.create_webhook(webhook).await.unwrap();
     let events = (0..n)

@@ -384,23 +384,7 @@ async fn hardening_5_a_start_names_the_webhooks_that_sign_with_an_api_token() {
     store.create_viber_bot_token(&account.id, &token_hash("hrld_bot"), now).await.unwrap();
     let webhook = |id: &str, profile: Profile, secret: &str| Webhook {
         id: id.into(),
-        account_id: account.id.clone(),
-        url: "http://127.0.0.1:9/hook".into(),
-        description: String::new(),
-        event_types: None,
-        enabled: true,
-        headers: Default::default(),
-        profile,
-        options: Default::default(),
-        retry: None,
-        timeout_ms: None,
-        secret: secret.into(),
-        previous_secret: None,
-        created_at: now,
-        updated_at: now,
-        disabled: None,
-        failing_since: None,
-        rate_limit: None,
+        ..Webhook::new(&account.id, "http://127.0.0.1:9/hook", profile, secret.into(), now)
     };
     store.create_webhook(webhook("wh_old", Profile::ViberBot, &api_token)).await.unwrap();
     store.create_webhook(webhook("wh_moved", Profile::Business, &api_token)).await.unwrap();

@@ -229,22 +229,7 @@ fn account_of_due(conn: &Connection, webhook_id: &str) -> StoreResult<String> {
 fn placeholder_webhook(id: &str, account_id: &str) -> Webhook {
     Webhook {
         id: id.to_owned(),
-        account_id: account_id.to_owned(),
-        url: String::new(),
-        description: String::new(),
-        event_types: None,
         enabled: false,
-        headers: Default::default(),
-        profile: Profile::default(),
-        options: Default::default(),
-        retry: None,
-        timeout_ms: None,
-        secret: String::new(),
-        previous_secret: None,
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-        disabled: None,
-        failing_since: None,
-        rate_limit: None,
+        ..Webhook::new(account_id, "", Profile::default(), String::new(), Timestamp(0))
     }
 }
