@@ -21,21 +21,7 @@ pub(crate) fn rewrite_at_schema_version(path: &std::path::Path, version: usize) 
     }
     conn.execute_batch(&format!("PRAGMA user_version = {version}")).unwrap();
     conn.execute("ATTACH DATABASE ?1 AS current", [path.to_str().unwrap()]).unwrap();
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM main.sqlite_master WHERE type = 'table'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    for table in tables {
-        let columns: Vec<String> = conn
-            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+    for (table, columns) in crate::support::tables_and_columns(&conn) {
         let columns = columns.join(", ");
         conn.execute_batch(&format!("INSERT INTO main.{table} ({columns}) SELECT {columns} FROM current.{table}"))
             .unwrap();

@@ -630,3 +630,17 @@ pub fn check_error(response: (StatusCode, Value), status: u16, code: &str, menti
     let message = body["message"].as_str().unwrap_or_default();
     assert!(message.contains(mentions), "message {message:?} does not mention {mentions:?}");
 }
+
+/// Every table of the connection's main database, with its columns in order.
+pub fn tables_and_columns(conn: &rusqlite::Connection) -> Vec<(String, Vec<String>)> {
+    let names = |sql: &str| -> Vec<String> {
+        conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    names("SELECT name FROM main.sqlite_master WHERE type = 'table'")
+        .into_iter()
+        .map(|table| {
+            let columns = names(&format!("SELECT name FROM main.pragma_table_info('{table}')"));
+            (table, columns)
+        })
+        .collect()
+}

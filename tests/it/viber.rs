@@ -132,22 +132,8 @@ async fn bot_webhooks(app: &TestApp, account_token: &str) -> Vec<(String, String
 /// clear, and whether the raw bytes of the file and its WAL hold it.
 fn places_holding(path: &std::path::Path, needle: &str) -> Vec<String> {
     let conn = rusqlite::Connection::open(path).unwrap();
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
     let mut found = Vec::new();
-    for table in tables {
-        let columns: Vec<String> = conn
-            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+    for (table, columns) in crate::support::tables_and_columns(&conn) {
         for column in columns {
             let sql = format!("SELECT COUNT(*) FROM \"{table}\" WHERE instr(CAST(\"{column}\" AS TEXT), ?1) > 0");
             let n: i64 = conn.query_row(&sql, [needle], |r| r.get(0)).unwrap();
