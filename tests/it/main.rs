@@ -22,6 +22,7 @@ mod receivers;
 mod retries;
 mod safety;
 mod seeds;
+mod shutdown;
 mod support;
 mod viber;
 mod webhooks;
