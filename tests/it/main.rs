@@ -10,6 +10,7 @@ mod bench;
 mod claims;
 mod cli;
 mod compose;
+mod concurrency;
 mod connections;
 mod crash;
 mod delivery;

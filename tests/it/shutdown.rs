@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use crate::support::{PATIENCE, http_client, spawn_herald, spawn_herald_logging, wait_for_log};
+use crate::support::{PATIENCE, child_post, child_token, spawn_herald, spawn_herald_logging, wait_for_log};
 
 /// A receiver that hands each request's `webhook-id` to the test and
 /// answers 200 only once the test opens the gate.
@@ -43,26 +43,6 @@ impl GatedReceiver {
     }
 }
 
-/// The default account's token, from the credentials file the child wrote.
-fn token_in(dir: &std::path::Path) -> String {
-    let credentials: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("herald.credentials.json")).unwrap()).unwrap();
-    credentials["token"].as_str().unwrap().to_owned()
-}
-
-async fn post(base: &str, token: &str, path: &str, body: Value) -> Value {
-    let response = http_client()
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{path}: {}", response.status());
-    serde_json::from_str(&response.text().await.unwrap()).unwrap()
-}
-
 fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("the child is running") as i32;
     // SAFETY: sending a signal to our own child process.
@@ -84,9 +64,9 @@ async fn an_attempt_that_finishes_within_the_grace_is_recorded() {
     let db = dir.path().join("herald.db");
     let mut receiver = gated_receiver().await;
     let (mut child, base, mut log) = spawn_herald_logging(&db, &["--shutdown-grace-seconds", "10"]).await;
-    let token = token_in(dir.path());
-    post(&base, &token, "/v1/webhooks", json!({"url": receiver.url, "timeout_ms": 60000})).await;
-    post(&base, &token, "/v1/events", json!({"type": "t", "payload": {}})).await;
+    let token = child_token(dir.path());
+    child_post(&base, &token, "/v1/webhooks", json!({"url": receiver.url, "timeout_ms": 60000})).await;
+    child_post(&base, &token, "/v1/events", json!({"type": "t", "payload": {}})).await;
     receiver.next().await;
 
     // The attempt is in flight when the stop begins, and answered only after.
@@ -105,10 +85,10 @@ async fn a_hung_receiver_is_abandoned_at_the_grace_and_its_delivery_sent_again_a
     let db = dir.path().join("herald.db");
     let mut receiver = gated_receiver().await;
     let (mut child, base, mut log) = spawn_herald_logging(&db, &["--shutdown-grace-seconds", "1"]).await;
-    let token = token_in(dir.path());
+    let token = child_token(dir.path());
     // A timeout far past the test's patience: only the grace can end the wait.
-    post(&base, &token, "/v1/webhooks", json!({"url": receiver.url, "timeout_ms": 60000})).await;
-    post(&base, &token, "/v1/events", json!({"type": "t", "payload": {}})).await;
+    child_post(&base, &token, "/v1/webhooks", json!({"url": receiver.url, "timeout_ms": 60000})).await;
+    child_post(&base, &token, "/v1/events", json!({"type": "t", "payload": {}})).await;
     let first = receiver.next().await;
 
     sigterm(&child);

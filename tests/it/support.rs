@@ -638,6 +638,28 @@ pub fn hex_hmac(key: &[u8], body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// The default account's token, from the credentials file a child
+/// `herald serve` wrote in `dir`.
+pub fn child_token(dir: &std::path::Path) -> String {
+    let credentials: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("herald.credentials.json")).unwrap()).unwrap();
+    credentials["token"].as_str().unwrap().to_owned()
+}
+
+/// Posts JSON to a child Herald; returns its answer, failing unless 2xx.
+pub async fn child_post(base: &str, token: &str, path: &str, body: Value) -> Value {
+    let response = http_client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
+}
+
 /// Stops a child Herald with SIGTERM and checks it exits cleanly (after
 /// recording every attempt it made).
 pub async fn stop_gracefully(mut child: tokio::process::Child) {
