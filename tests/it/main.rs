@@ -24,6 +24,7 @@ mod retries;
 mod safety;
 mod seeds;
 mod shutdown;
+mod stats;
 mod support;
 mod viber;
 mod webhooks;
