@@ -22,6 +22,7 @@ mod profiles;
 mod receivers;
 mod retries;
 mod safety;
+mod schema;
 mod seeds;
 mod shutdown;
 mod stats;
