@@ -542,7 +542,9 @@ fn herald_serve_command(db: &std::path::Path, extra_args: &[&str], env: &[(&str,
     command
 }
 
-async fn spawn_herald_command(command: tokio::process::Command) -> (tokio::process::Child, String) {
+/// Starts a child Herald from `command` (which must pipe its stdout) and
+/// returns it with the base URL it says it listens on.
+pub async fn spawn_herald_command(command: tokio::process::Command) -> (tokio::process::Child, String) {
     spawn_herald_command_with(command, |_| {}).await
 }
 
