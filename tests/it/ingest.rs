@@ -183,3 +183,43 @@ async fn the_delivery_log_pages_at_its_limits_and_a_cursor_keeps_the_filters() {
     seen.sort_unstable();
     assert_eq!(seen, (0..150).collect::<Vec<i64>>(), "each of b's deliveries once");
 }
+
+#[tokio::test]
+async fn a_batch_of_exactly_1000_events_is_accepted_whole() {
+    let app = TestApp::spawn_driven().await;
+    app.create_webhook(json!({"url": "http://127.0.0.1:1/a"})).await;
+    let batch: Vec<serde_json::Value> = (0..1000).map(|i| json!({"type": "t", "payload": {"i": i}})).collect();
+    let (status, body) = app.post("/v1/events", json!(batch)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["events"].as_array().unwrap().len(), 1000);
+    let (sizes, _) = walk_pages(&app, "limit=250").await;
+    assert_eq!(sizes, [250, 250, 250, 250]);
+}
+
+/// A caller's event id is the account's own: the same id in another
+/// account is another event, and each account reads back its own.
+#[tokio::test]
+async fn one_caller_id_in_two_accounts_is_two_events() {
+    let app = TestApp::spawn_driven().await;
+    let other = app.new_account().await;
+    let call = |token: &str, method: axum::http::Method, path: &str, body: Option<serde_json::Value>| {
+        let (app, token, path) = (&app, token.to_owned(), path.to_owned());
+        async move { app.call(method, &path, &token, body).await }
+    };
+    for (token, owner) in [(app.token.as_str(), "default"), (other.token.as_str(), "other")] {
+        let (status, _) =
+            call(token, axum::http::Method::POST, "/v1/webhooks", Some(json!({"url": "http://127.0.0.1:1/a"}))).await;
+        assert_eq!(status, 201);
+        let event = json!({"id": "order-1", "type": "t", "payload": {"owner": owner}});
+        let (status, sent) = call(token, axum::http::Method::POST, "/v1/events", Some(event)).await;
+        assert_eq!(status, 202, "{sent}");
+        assert_eq!((&sent["deliveries"], &sent["duplicate"]), (&json!(1), &json!(false)), "{owner}: {sent}");
+    }
+    for (token, owner) in [(app.token.as_str(), "default"), (other.token.as_str(), "other")] {
+        let (status, event) = call(token, axum::http::Method::GET, "/v1/events/order-1", None).await;
+        assert_eq!(status, 200, "{event}");
+        assert_eq!(event["payload"]["owner"], owner, "{event}");
+        let (_, log) = call(token, axum::http::Method::GET, "/v1/deliveries", None).await;
+        assert_eq!(log["data"].as_array().unwrap().len(), 1, "{owner}: {log}");
+    }
+}
