@@ -86,3 +86,35 @@ async fn a_private_webhook_url_is_refused_at_start() {
         assert!(message.contains("WEBHOOK_URL") && message.contains("not a public address"), "{url}: {message}");
     }
 }
+
+/// The other ways a URL is set are held to the same rule: a PATCH, and
+/// `/pa/set_webhook` (before its verification callback could go out).
+#[tokio::test]
+async fn a_patch_or_set_webhook_to_a_private_address_is_refused() {
+    let app = TestApp::spawn_driven_with(|config| config.allow_private_targets = false).await;
+    // Saved, never contacted: the engine is not run and no event is sent.
+    let created = app.create_webhook(json!({"url": "https://receiver.example.com/hook"})).await;
+    let path = format!("/v1/webhooks/{}", created["id"].as_str().unwrap());
+    for url in ["http://127.0.0.1:9/hook", "http://0x7f000001/hook", "http://10.0.0.1/hook", "http://[::1]/hook"] {
+        let refused = app.call(axum::http::Method::PATCH, &path, &app.token, Some(json!({"url": url}))).await;
+        crate::support::check_error(refused, 400, "invalid_field", "not a public address");
+    }
+    let (_, still) = app.get(&path).await;
+    assert_eq!(still["url"], "https://receiver.example.com/hook");
+
+    let mut bot = Receiver::start().await;
+    let token = app.viber_token().await;
+    let response = app
+        .http
+        .post(format!("{}/pa/set_webhook", app.base))
+        .header("X-Viber-Auth-Token", &token)
+        .body(json!({"url": bot.url}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!((&reply["status"], &reply["status_message"]), (&json!(1), &json!("invalidUrl")), "{reply}");
+    assert!(bot.drain().is_empty(), "the verification callback reached a loopback receiver");
+    let (_, list) = app.get("/v1/webhooks").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+}
