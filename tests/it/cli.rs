@@ -525,3 +525,45 @@ async fn herald_variables_configure_serve_without_flags() {
     }
     stop_gracefully(child).await;
 }
+
+/// Without `--admin-token` the first start generates an operator token,
+/// writes it to the credentials file, and it keeps working after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_operator_token_is_in_the_credentials_file_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("herald.db");
+    let serve = || {
+        let mut command = crate::support::clean_command(env!("CARGO_BIN_EXE_herald"));
+        command
+            .current_dir(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+            .arg(format!("sqlite://{}", db.display()))
+            .env("HERALD_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command
+    };
+    let create_account = |base: String, token: String| async move {
+        let response = crate::support::http_client()
+            .post(format!("{base}/v1/accounts"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(r#"{"name":"ops"}"#)
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
+    };
+    let (child, base) = crate::support::spawn_herald_command(serve()).await;
+    let credentials: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("herald.credentials.json")).unwrap()).unwrap();
+    let operator = credentials["operator_token"].as_str().expect("a generated operator token").to_owned();
+    assert_ne!(operator, credentials["token"].as_str().unwrap(), "not the account's token");
+    assert_eq!(create_account(base.clone(), operator.clone()).await, 201);
+    let account_token = crate::support::child_token(dir.path());
+    assert_eq!(create_account(base, account_token).await, 403, "an account token cannot create accounts");
+    stop_gracefully(child).await;
+
+    let (_child, base) = crate::support::spawn_herald_command(serve()).await;
+    assert_eq!(create_account(base, operator).await, 201, "the token still works after a restart");
+}
