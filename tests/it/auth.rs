@@ -146,3 +146,21 @@ async fn tokens_from_before_token_kinds_stay_api_tokens() {
     }
     assert!(store.create_viber_bot_token("acc_nobody", &token_hash("hrld_x"), now).await.is_err());
 }
+
+/// `GET /v1/account` shows the caller's own account, with its settings at
+/// their defaults: not strict, disabling after 432 000 s (five days).
+#[tokio::test]
+async fn get_account_shows_the_callers_own_account() {
+    let app = TestApp::spawn().await;
+    let other = app.new_account().await;
+    let (status, theirs) = app.call(Method::GET, "/v1/account", &other.token, None).await;
+    assert_eq!(status, 200, "{theirs}");
+    assert_eq!(theirs["id"], other.id.as_str());
+    assert_eq!(theirs["name"], "other");
+    assert_eq!(theirs["strict_event_types"], false, "{theirs}");
+    assert_eq!(theirs["disable_after_seconds"], 432_000, "{theirs}");
+    let (_, mine) = app.get("/v1/account").await;
+    assert_ne!(mine["id"], theirs["id"]);
+    assert_eq!(mine["name"], "default", "{mine}");
+    check_error(app.call(Method::GET, "/v1/account", OPERATOR_TOKEN, None).await, 403, "forbidden", "account");
+}

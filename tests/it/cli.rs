@@ -480,3 +480,90 @@ async fn a_malformed_dotenv_file_is_an_error_naming_its_line() {
     assert!(stderr.starts_with("error: .env: cannot parse line 3 (`WEBHOOK URL=http://x`)"), "{stderr}");
     assert!(output.stdout.is_empty());
 }
+
+/// `HERALD_*` variables configure `herald serve` with no flag: the listen
+/// address (a second loopback address, so the default's 127.0.0.1:8080
+/// cannot pass for it), the body cap, the private-target switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_variables_configure_serve_without_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("herald.db");
+    let mut command = crate::support::clean_command(env!("CARGO_BIN_EXE_herald"));
+    command
+        .current_dir(dir.path())
+        .arg("serve")
+        .env("HERALD_LISTEN", "127.0.0.2:0")
+        .env("HERALD_DATABASE", format!("sqlite://{}", db.display()))
+        .env("HERALD_MAX_BODY_BYTES", "1000")
+        .env("HERALD_ALLOW_PRIVATE_TARGETS", "true")
+        .env("HERALD_ADMIN_TOKEN", crate::support::OPERATOR_TOKEN)
+        .env("HERALD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let (child, base) = crate::support::spawn_herald_command(command).await;
+    assert!(base.starts_with("http://127.0.0.2:"), "{base}");
+    assert!(db.exists(), "HERALD_DATABASE was not used");
+    let token = crate::support::child_token(dir.path());
+    let receiver = Receiver::start().await;
+    crate::support::child_post(&base, &token, "/v1/webhooks", serde_json::json!({"url": receiver.url})).await;
+
+    // A body of exactly 1000 bytes is taken; one byte more is refused.
+    let event = |size: usize| {
+        let padding = "x".repeat(size - r#"{"type":"t","payload":""}"#.len());
+        format!(r#"{{"type":"t","payload":"{padding}"}}"#)
+    };
+    let http = crate::support::http_client();
+    for (size, status) in [(1000, 202), (1001, 413)] {
+        let body = event(size);
+        assert_eq!(body.len(), size);
+        let response = http.post(format!("{base}/v1/events")).bearer_auth(&token).body(body).send().await.unwrap();
+        assert_eq!(response.status(), status, "{size} bytes");
+        let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        if status == 413 {
+            assert_eq!(answer["code"], "payload_too_large", "{answer}");
+        }
+    }
+    stop_gracefully(child).await;
+}
+
+/// Without `--admin-token` the first start generates an operator token,
+/// writes it to the credentials file, and it keeps working after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_operator_token_is_in_the_credentials_file_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("herald.db");
+    let serve = || {
+        let mut command = crate::support::clean_command(env!("CARGO_BIN_EXE_herald"));
+        command
+            .current_dir(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+            .arg(format!("sqlite://{}", db.display()))
+            .env("HERALD_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command
+    };
+    let create_account = |base: String, token: String| async move {
+        let response = crate::support::http_client()
+            .post(format!("{base}/v1/accounts"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(r#"{"name":"ops"}"#)
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
+    };
+    let (child, base) = crate::support::spawn_herald_command(serve()).await;
+    let credentials: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("herald.credentials.json")).unwrap()).unwrap();
+    let operator = credentials["operator_token"].as_str().expect("a generated operator token").to_owned();
+    assert_ne!(operator, credentials["token"].as_str().unwrap(), "not the account's token");
+    assert_eq!(create_account(base.clone(), operator.clone()).await, 201);
+    let account_token = crate::support::child_token(dir.path());
+    assert_eq!(create_account(base, account_token).await, 403, "an account token cannot create accounts");
+    stop_gracefully(child).await;
+
+    let (_child, base) = crate::support::spawn_herald_command(serve()).await;
+    assert_eq!(create_account(base, operator).await, 201, "the token still works after a restart");
+}

@@ -240,3 +240,73 @@ async fn egress_reports_the_bind_address() {
     assert_eq!(request.json()["trackingId"], "x");
     assert_eq!(request.peer.ip(), "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
 }
+
+/// `WEBHOOK_URL` alone: 3 tries in all, the first wait 5000 ms, doubling,
+/// walked on the manual clock to the millisecond, with the defaults taken
+/// from the same argument parsing `herald serve` does.
+#[tokio::test]
+async fn an_environment_webhook_without_retry_variables_tries_three_times_from_5000_ms_doubling() {
+    let mut receiver = Receiver::start_with((0..3).map(|_| Reply::status(500)).collect()).await;
+    let url = receiver.url.clone();
+    let app = TestApp::spawn_driven_with(move |config| {
+        let args = herald::config::ServeArgs { webhook_url: Some(url), ..Default::default() };
+        config.env_webhook = herald::config::ServeConfig::from_args(args).unwrap().env_webhook;
+    })
+    .await;
+    app.send_event(json!({"type": "message_create", "payload": {"body": "Hello!"}})).await;
+    let ms = std::time::Duration::from_millis;
+    assert_eq!(app.run_until_idle().await, 1, "the first try");
+    for wait_ms in [5000, 10_000] {
+        app.clock.advance(ms(wait_ms - 1));
+        assert_eq!(app.run_until_idle().await, 0, "1 ms before the {wait_ms} ms wait ends");
+        app.clock.advance(ms(1));
+        assert_eq!(app.run_until_idle().await, 1, "when the {wait_ms} ms wait ends");
+    }
+    app.clock.advance(std::time::Duration::from_secs(86_400));
+    assert_eq!(app.run_until_idle().await, 0, "no fourth try");
+    assert_eq!(receiver.drain().len(), 3);
+    let (_, log) = app.get("/v1/deliveries").await;
+    assert_eq!((&log["data"][0]["status"], &log["data"][0]["n_attempts"]), (&json!("failed"), &json!(3)), "{log}");
+}
+
+/// The webhooks of a child Herald, listed with its default account's token.
+async fn child_webhooks(base: &str, token: &str) -> Vec<Value> {
+    let response =
+        crate::support::http_client().get(format!("{base}/v1/webhooks")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    body["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_keep_one_environment_webhook_and_a_changed_webhook_url_takes_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("herald.db");
+    let mut first = Receiver::start().await;
+    let mut second = Receiver::start().await;
+
+    let (child, base) = spawn_herald_with_env(&db, &[], &[("WEBHOOK_URL", &first.url)]).await;
+    let token = crate::support::child_token(dir.path());
+    let created = child_webhooks(&base, &token).await;
+    assert_eq!(created.len(), 1, "{created:?}");
+    stop_gracefully(child).await;
+
+    // The same variable again: the same webhook, not a second one.
+    let (child, base) = spawn_herald_with_env(&db, &[], &[("WEBHOOK_URL", &first.url)]).await;
+    let again = child_webhooks(&base, &token).await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((&again[0]["id"], &again[0]["url"]), (&created[0]["id"], &json!(first.url)));
+    crate::support::child_post(&base, &token, "/v1/events", json!({"type": "t", "payload": {"n": 1}})).await;
+    assert_eq!(first.next().await.json()["data"]["n"], 1);
+    stop_gracefully(child).await;
+
+    // A changed variable moves that webhook; events follow it.
+    let (child, base) = spawn_herald_with_env(&db, &[], &[("WEBHOOK_URL", &second.url)]).await;
+    let moved = child_webhooks(&base, &token).await;
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!((&moved[0]["id"], &moved[0]["url"]), (&created[0]["id"], &json!(second.url)));
+    crate::support::child_post(&base, &token, "/v1/events", json!({"type": "t", "payload": {"n": 2}})).await;
+    assert_eq!(second.next().await.json()["data"]["n"], 2);
+    stop_gracefully(child).await;
+    assert!(first.drain().is_empty(), "the old URL still got deliveries");
+}

@@ -442,6 +442,43 @@ pub async fn spawn_herald_with_env(
     spawn_herald_command(herald_serve_command(db, extra_args, env)).await
 }
 
+/// `spawn_herald` with the child's log at `info` piped back to the test:
+/// each line of its stderr arrives on the returned channel, so a test can
+/// wait for the child to say it has done something (such as begun to shut
+/// down) rather than guess how long that takes.
+pub async fn spawn_herald_logging(
+    db: &std::path::Path,
+    extra_args: &[&str],
+) -> (tokio::process::Child, String, mpsc::UnboundedReceiver<String>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = herald_serve_command(db, extra_args, &[("HERALD_LOG", "info")]);
+    command.stderr(std::process::Stdio::piped());
+    let (tx, log) = mpsc::unbounded_channel();
+    let (child, base) = spawn_herald_command_with(command, |child| {
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+    })
+    .await;
+    (child, base, log)
+}
+
+/// Waits for a line of a child's log that contains `text`; returns it.
+pub async fn wait_for_log(log: &mut mpsc::UnboundedReceiver<String>, text: &str) -> String {
+    let found = async {
+        while let Some(line) = log.recv().await {
+            if line.contains(text) {
+                return line;
+            }
+        }
+        panic!("herald's log ended without {text:?}");
+    };
+    tokio::time::timeout(PATIENCE, found).await.unwrap_or_else(|_| panic!("herald did not log {text:?} in time"))
+}
+
 /// `spawn_herald` with the child's open-file limit (soft and hard) set to
 /// `open_files`.
 pub async fn spawn_herald_with_open_files(
@@ -505,9 +542,21 @@ fn herald_serve_command(db: &std::path::Path, extra_args: &[&str], env: &[(&str,
     command
 }
 
-async fn spawn_herald_command(mut command: tokio::process::Command) -> (tokio::process::Child, String) {
+/// Starts a child Herald from `command` (which must pipe its stdout) and
+/// returns it with the base URL it says it listens on.
+pub async fn spawn_herald_command(command: tokio::process::Command) -> (tokio::process::Child, String) {
+    spawn_herald_command_with(command, |_| {}).await
+}
+
+/// Starts the child, lets `started` take its other pipes, then waits for
+/// it to say where it listens.
+async fn spawn_herald_command_with(
+    mut command: tokio::process::Command,
+    started: impl FnOnce(&mut tokio::process::Child),
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let mut child = command.spawn().unwrap();
+    started(&mut child);
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let base = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -589,6 +638,28 @@ pub fn hex_hmac(key: &[u8], body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// The default account's token, from the credentials file a child
+/// `herald serve` wrote in `dir`.
+pub fn child_token(dir: &std::path::Path) -> String {
+    let credentials: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("herald.credentials.json")).unwrap()).unwrap();
+    credentials["token"].as_str().unwrap().to_owned()
+}
+
+/// Posts JSON to a child Herald; returns its answer, failing unless 2xx.
+pub async fn child_post(base: &str, token: &str, path: &str, body: Value) -> Value {
+    let response = http_client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
 }
 
 /// Stops a child Herald with SIGTERM and checks it exits cleanly (after

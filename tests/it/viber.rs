@@ -404,3 +404,56 @@ async fn a_bot_without_a_filter_gets_every_viber_callback_and_nothing_else() {
         assert_eq!(outcome["deliveries"], 0, "{other} reached the bot");
     }
 }
+
+/// The Viber Bot API takes only HTTP 200 as an answer to the verification
+/// callback: a 204 (a success to most servers) leaves the bot unregistered.
+#[tokio::test]
+async fn a_204_to_the_verification_callback_is_refused() {
+    let app = TestApp::spawn().await;
+    let mut bot = Receiver::start_with(vec![Reply::status(204)]).await;
+    let token = app.viber_token().await;
+    let reply = set_webhook(&app, Some(&token), json!({"url": bot.url})).await;
+    assert_eq!((&reply["status"], &reply["status_message"]), (&json!(1), &json!("invalidUrl")), "{reply}");
+    assert_eq!(bot.next().await.json()["event"], "webhook", "the callback was sent and answered 204");
+    let (_, list) = app.call(Method::GET, "/v1/webhooks", &app.token, None).await;
+    assert_eq!(list["data"], json!([]), "{list}");
+}
+
+/// viber-bot's defaults, from the profile table: a 10 s timeout and 10
+/// attempts, the waits 5 s and then three times the one before, at most
+/// 1 h, each spread by up to ±20 % (as the source's preset says; the
+/// README's table gives the nominal waits).
+#[tokio::test]
+async fn a_viber_bot_webhook_times_out_after_10_s_and_waits_5_s_tripling_to_an_hour() {
+    let app = TestApp::spawn_driven().await;
+    let mut bot = Receiver::start().await;
+    let token = app.viber_token().await;
+    assert_eq!(set_webhook(&app, Some(&token), json!({"url": bot.url})).await["status"], 0);
+    bot.next().await;
+    let (_, list) = app.call(Method::GET, "/v1/webhooks", &app.token, None).await;
+    let webhook = &list["data"][0];
+    assert_eq!((&webhook["profile"], &webhook["effective_timeout_ms"]), (&json!("viber-bot"), &json!(10_000)));
+
+    // Every attempt fails; each wait is read from the log and walked.
+    for _ in 0..10 {
+        bot.then(Reply::status(500));
+    }
+    assert_eq!(viber_event(&app, "delivered").await, 1);
+    assert_eq!(app.run_until_idle().await, 1);
+    let (_, log) = app.get("/v1/deliveries").await;
+    let id = log["data"][0]["id"].as_str().unwrap().to_owned();
+    for wait_s in [5, 15, 45, 135, 405, 1215, 3600, 3600, 3600] {
+        let delivery = app.delivery(&id).await;
+        let at = crate::support::unix_ms(delivery["next_attempt_at"].as_str().unwrap());
+        let wait_ms = at - app.now().0;
+        let nominal = wait_s * 1000;
+        assert!((nominal * 8 / 10..=nominal * 12 / 10).contains(&wait_ms), "{wait_ms} ms for a {wait_s} s wait");
+        app.clock.set(herald::model::Timestamp(at - 1));
+        assert_eq!(app.run_until_idle().await, 0, "1 ms before the {wait_s} s wait ends");
+        app.clock.set(herald::model::Timestamp(at));
+        assert_eq!(app.run_until_idle().await, 1, "when the {wait_s} s wait ends");
+    }
+    let delivery = app.delivery(&id).await;
+    assert_eq!((&delivery["status"], &delivery["n_attempts"]), (&json!("failed"), &json!(10)), "{delivery}");
+    assert_eq!(bot.drain().len(), 10);
+}

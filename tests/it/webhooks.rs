@@ -149,3 +149,64 @@ async fn rotating_a_seed_profile_secret_switches_its_single_signature_at_once() 
         "secret",
     );
 }
+
+/// `rotate-secret` with no `grace_seconds`: the old secret signs beside
+/// the new one for 86 400 s, and not after.
+#[tokio::test]
+async fn a_rotation_without_grace_seconds_keeps_the_old_secret_for_86_400_s() {
+    let app = TestApp::spawn_driven().await;
+    let mut receiver = Receiver::start().await;
+    let created = app.create_webhook(json!({"url": receiver.url})).await;
+    let id = created["id"].as_str().unwrap();
+    let rotated_at = app.now();
+    let (status, rotated) = app.call(Method::POST, &format!("/v1/webhooks/{id}/rotate-secret"), &app.token, None).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(rotated["previous_secret"]["secret"], created["secret"], "{rotated}");
+
+    let ms = std::time::Duration::from_millis;
+    app.clock.advance(ms(86_400_000 - 1));
+    app.send_event(json!({"type": "t", "payload": {}})).await;
+    assert_eq!(app.run_until_idle().await, 1);
+    let last_moment = receiver.next().await;
+    assert_eq!(last_moment.header("webhook-signature").unwrap().split(' ').count(), 2, "1 ms before the end");
+    app.clock.advance(ms(1));
+    assert_eq!(app.now().0 - rotated_at.0, 86_400_000);
+    app.send_event(json!({"type": "t", "payload": {}})).await;
+    assert_eq!(app.run_until_idle().await, 1);
+    let after = receiver.next().await;
+    assert_eq!(after.header("webhook-signature").unwrap().split(' ').count(), 1, "at 86 400 s: {after:?}");
+    let (_, secrets) = app.get(&format!("/v1/webhooks/{id}/secret")).await;
+    assert_eq!(secrets["previous_secret"], Value::Null);
+}
+
+/// A delivery waiting for its next attempt is not sent to a webhook that
+/// was disabled or deleted meanwhile.
+#[tokio::test]
+async fn disabling_or_deleting_a_webhook_stops_its_retries() {
+    let app = TestApp::spawn_driven().await;
+    let mut disabled = Receiver::start_with(vec![crate::support::Reply::status(500)]).await;
+    let mut deleted = Receiver::start_with(vec![crate::support::Reply::status(500)]).await;
+    let a = app.create_webhook(json!({"url": disabled.url})).await;
+    let b = app.create_webhook(json!({"url": deleted.url})).await;
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let sent = app.send_event(json!({"type": "t", "payload": {}})).await;
+    assert_eq!(sent["deliveries"], 2);
+    assert_eq!(app.run_until_idle().await, 2);
+    assert_eq!((disabled.drain().len(), deleted.drain().len()), (1, 1));
+    let waiting = app.delivery_of_webhook(sent["id"].as_str().unwrap(), a).await;
+    assert_eq!(waiting["status"], "retrying", "{waiting}");
+
+    let (status, _) =
+        app.call(Method::PATCH, &format!("/v1/webhooks/{a}"), &app.token, Some(json!({"enabled": false}))).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.call(Method::DELETE, &format!("/v1/webhooks/{b}"), &app.token, None).await;
+    assert_eq!(status.as_u16() / 100, 2);
+    // Past every wait the standard policy has left (the longest is 10 h + 20 %).
+    for _ in 0..8 {
+        app.clock.advance(std::time::Duration::from_secs(12 * 3600));
+        assert_eq!(app.run_until_idle().await, 0);
+    }
+    assert_eq!((disabled.drain().len(), deleted.drain().len()), (0, 0), "a retry went out");
+    let after = app.delivery(waiting["id"].as_str().unwrap()).await;
+    assert_eq!(after["n_attempts"], 1, "{after}");
+}
