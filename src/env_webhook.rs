@@ -61,7 +61,7 @@ pub async fn apply(
         })
     };
     match existing {
-        Some(_) => store.update_webhook(webhook).await,
+        Some(read) => store.update_webhook(webhook, read.updated_at).await,
         None => store.create_webhook(webhook).await,
     }
     .context("saving the WEBHOOK_URL webhook")?;

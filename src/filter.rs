@@ -12,9 +12,12 @@ pub const OPERATIONAL_PREFIX: &str = "herald.";
 
 /// Whether `event_type` passes `filter`.
 pub fn matches(filter: Option<&[String]>, event_type: &str) -> bool {
-    let Some(patterns) = filter else { return !event_type.starts_with(OPERATIONAL_PREFIX) };
+    let operational = event_type.starts_with(OPERATIONAL_PREFIX);
+    let Some(patterns) = filter else { return !operational };
     patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
-        Some(prefix) => event_type.starts_with(prefix),
+        // `*` and other wide patterns mean the account's events: Herald's
+        // own need a pattern that names them (`herald.*`, `herald.webhook.*`).
+        Some(prefix) => event_type.starts_with(prefix) && (!operational || prefix.starts_with(OPERATIONAL_PREFIX)),
         None => pattern == event_type,
     })
 }
@@ -66,6 +69,9 @@ mod tests {
         check(None, "herald.webhook.disabled", false);
         check(Some(&["herald.*"]), "herald.webhook.disabled", true);
         check(Some(&["herald.delivery.exhausted"]), "herald.webhook.disabled", false);
+        check(Some(&["*"]), "herald.webhook.disabled", false);
+        check(Some(&["her*"]), "herald.webhook.disabled", false);
+        check(Some(&["herald.webhook.*"]), "herald.webhook.disabled", true);
     }
 
     #[test]

@@ -246,6 +246,9 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// The slowest rate a webhook may ask for: one request in about 17 minutes.
+pub const MIN_RATE: f64 = 0.001;
+
 impl RateLimit {
     fn default_burst() -> u32 {
         1
@@ -253,8 +256,8 @@ impl RateLimit {
 
     /// Checks the limit; the message names the field at fault.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.per_second.is_finite() && self.per_second > 0.0 && self.per_second <= 100_000.0) {
-            return Err("rate_limit.per_second: must be more than 0 and at most 100000".to_owned());
+        if !(self.per_second.is_finite() && (MIN_RATE..=100_000.0).contains(&self.per_second)) {
+            return Err(format!("rate_limit.per_second: must be between {MIN_RATE} and 100000"));
         }
         if !(1..=100_000).contains(&self.burst) {
             return Err("rate_limit.burst: must be between 1 and 100000".to_owned());

@@ -56,7 +56,7 @@ impl SecretKey {
         if bytes.len() != KEY_BYTES {
             return Err(KeyError::WrongLength(bytes.len()));
         }
-        // The first 8 bytes of a hash of the key: enough to tell keys apart,
+        // The first 4 bytes of a hash of the key: enough to tell keys apart,
         // far too little to learn anything of the key from.
         let digest = Sha256::new().chain_update(b"herald secret key id\0").chain_update(bytes).finalize();
         let cipher = XChaCha20Poly1305::new_from_slice(bytes).expect("the length was checked");

@@ -164,6 +164,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Resu
     let options = ProfileOptions { template: None, send_name: body.send_name, send_photo: body.send_photo };
     let result = match existing {
         Some(mut webhook) => {
+            let read_at = webhook.updated_at;
             webhook.url = url;
             webhook.event_types = filter;
             webhook.options = options;
@@ -171,7 +172,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, request: Request) -> Resu
             webhook.previous_secret = None;
             webhook.enabled = true;
             webhook.updated_at = now;
-            state.store.update_webhook(webhook).await
+            state.store.update_webhook(webhook, read_at).await
         }
         None => {
             let webhook = Webhook {

@@ -393,6 +393,7 @@ pub async fn update(
     JsonBody(body): JsonBody<UpdateWebhook>,
 ) -> Result<Json<Value>, ApiError> {
     let mut webhook = load(&state, &account_id, &id).await?;
+    let (read_at, was_enabled) = (webhook.updated_at, webhook.enabled);
     if let Some(url) = body.url {
         webhook.url = url;
     }
@@ -441,7 +442,11 @@ pub async fn update(
     }
     let warnings = validate_webhook(&mut webhook, state.targets)?;
     webhook.updated_at = state.clock.now();
-    state.store.update_webhook(webhook.clone()).await?;
+    state.store.update_webhook(webhook.clone(), read_at).await?;
+    if webhook.enabled && !was_enabled {
+        // Enabled again: its failures so far no longer count.
+        state.engine.forget_failures(&webhook).await?;
+    }
     Ok(Json(view_with_warnings(&webhook, warnings)))
 }
 
@@ -521,6 +526,7 @@ pub async fn rotate_secret(
     OptionalJson(body): OptionalJson<RotateSecret>,
 ) -> Result<Json<Value>, ApiError> {
     let mut webhook = load(&state, &account_id, &id).await?;
+    let read_at = webhook.updated_at;
     if webhook.profile == Profile::ViberBot {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -557,7 +563,7 @@ pub async fn rotate_secret(
     webhook.previous_secret =
         (webhook.profile == Profile::Standard).then_some(RetiringSecret { secret: old, expires_at });
     webhook.updated_at = now;
-    state.store.update_webhook(webhook.clone()).await?;
+    state.store.update_webhook(webhook.clone(), read_at).await?;
     Ok(Json(secrets_view(&webhook, webhook.previous_secret.as_ref())))
 }
 

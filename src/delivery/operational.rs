@@ -54,7 +54,12 @@ impl Engine {
                 self.tell(&webhook.account_id, vec![(WEBHOOK_DISABLED, data)]).await;
             }
             Ok(false) => {}
-            Err(err) => tracing::error!(webhook_id = %webhook.id, error = %err, "could not disable a webhook"),
+            Err(err) => {
+                // Not disabled: its deliveries must flow (and the next 410 try
+                // again) rather than be put off for ever.
+                self.schedule.lock().unwrap().gone.remove(&webhook.id);
+                tracing::error!(webhook_id = %webhook.id, error = %err, "could not disable a webhook");
+            }
         }
     }
 
@@ -77,13 +82,14 @@ impl Engine {
                 let since = match transition {
                     Transition::Opened => match self.store.note_failing(account_id, webhook_id, since).await {
                         Ok(noted) => {
-                            self.schedule
-                                .lock()
-                                .unwrap()
-                                .breakers
-                                .entry(webhook_id.clone())
-                                .or_default()
-                                .failing_since_at_least(noted);
+                            // Only into a breaker still failing: a success that
+                            // closed it meanwhile must not be undone.
+                            let mut schedule = self.schedule.lock().unwrap();
+                            if let Some(breaker) = schedule.breakers.get_mut(webhook_id)
+                                && breaker.failing_since().is_some()
+                            {
+                                breaker.failing_since_at_least(noted);
+                            }
                             noted
                         }
                         Err(err) => {
@@ -108,6 +114,18 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// A webhook the account enabled again starts afresh: no failures noted,
+    /// no breaker, not gone, a full bucket.
+    pub async fn forget_failures(&self, webhook: &Webhook) -> crate::store::StoreResult<()> {
+        {
+            let mut schedule = self.schedule.lock().unwrap();
+            schedule.breakers.remove(&webhook.id);
+            schedule.gone.remove(&webhook.id);
+            schedule.buckets.remove(&webhook.id);
+        }
+        self.store.note_recovered(&webhook.account_id, &webhook.id).await
     }
 
     fn breaker_failing_since(&self, webhook_id: &str) -> Option<Timestamp> {

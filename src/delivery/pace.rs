@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::model::RateLimit;
 
+/// The longest one wait for a token may be (the slowest valid rate's).
+const MAX_WAIT: Duration = Duration::from_secs(1000);
+
 #[derive(Debug, Clone)]
 pub(super) struct Bucket {
     limit: RateLimit,
@@ -30,7 +33,10 @@ impl Bucket {
             self.tokens -= 1.0;
             None
         } else {
-            Some(Duration::from_secs_f64((1.0 - self.tokens) / limit.per_second))
+            // A rate below the validated minimum (a row written by hand)
+            // must not make a wait no `Duration` can hold.
+            let wait = (1.0 - self.tokens) / limit.per_second.max(crate::model::MIN_RATE);
+            Some(Duration::try_from_secs_f64(wait).unwrap_or(MAX_WAIT).min(MAX_WAIT))
         }
     }
 }
@@ -53,6 +59,18 @@ mod tests {
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
         assert_eq!(bucket.take(limit, start + Duration::from_millis(100)), None);
         assert!(bucket.take(limit, start + Duration::from_millis(100)).is_some());
+    }
+
+    /// Review of #13: a rate of 1e-20 made a wait of 1e20 s, and
+    /// `Duration::from_secs_f64` panicked with the engine's lock held.
+    #[test]
+    fn a_tiny_rate_waits_at_most_max_wait_and_never_panics() {
+        let limit = RateLimit { per_second: 1e-20, burst: 1 };
+        let start = Instant::now();
+        let mut bucket = Bucket::new(limit, start);
+        assert_eq!(bucket.take(limit, start), None);
+        assert_eq!(bucket.take(limit, start), Some(MAX_WAIT));
+        assert!(limit.validate().unwrap_err().contains("between 0.001 and 100000"));
     }
 
     proptest! {

@@ -135,7 +135,11 @@ impl Engine {
                 })
                 .collect();
             if !exhausted.is_empty() {
+                // The deliveries are recorded: claims may see them again
+                // while the account is told.
+                self.release(&dues);
                 self.tell_exhausted(exhausted).await;
+                return;
             }
         }
         self.release(&dues);

@@ -137,8 +137,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_webhook(&self, webhook: Webhook) -> StoreResult<()>;
     async fn list_webhooks(&self, account_id: &str) -> StoreResult<Vec<Webhook>>;
     async fn get_webhook(&self, account_id: &str, id: &str) -> StoreResult<Option<Webhook>>;
-    /// Replaces a webhook's fields; `NotFound` if it is not the account's.
-    async fn update_webhook(&self, webhook: Webhook) -> StoreResult<()>;
+    /// Replaces a webhook's fields, if it is still as the caller read it
+    /// (`read_at`, the `updated_at` it had): `Conflict` if it changed
+    /// meanwhile (Herald disabled it, another update came first), so no
+    /// update undoes another; `NotFound` if it is not the account's.
+    async fn update_webhook(&self, webhook: Webhook, read_at: Timestamp) -> StoreResult<()>;
     /// Disables an enabled webhook on Herald's own account (its receiver
     /// is gone), saying why; false if it was not enabled. Its unfinished
     /// deliveries fail when next claimed.

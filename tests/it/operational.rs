@@ -79,6 +79,38 @@ async fn a_webhook_failing_for_the_accounts_window_is_disabled_and_the_account_t
     app.clock.advance(Duration::from_secs(3600));
     app.run_until_idle().await;
     assert!(failing.drain().is_empty());
+
+    // Enabled again, it starts afresh: one more failure does not disable it
+    // (its old failures no longer count).
+    let (status, view) = app.call(Method::PATCH, &path, &app.token, Some(json!({"enabled": true}))).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    app.send_event(json!({"type": "t", "id": "again", "payload": {}})).await;
+    app.run_until_idle().await;
+    // The new event and the retries that waited while it was disabled: all
+    // fail, and open its breaker afresh, not past the window.
+    assert!(failing.drain().len() >= 5);
+    assert_eq!(app.get(&path).await.1["enabled"], true, "fresh failures after enabling are not past the window");
+}
+
+/// The review of #13: an update written from a stale read (a PATCH racing
+/// Herald's disable) wrote `enabled` back and undid the disable.
+#[tokio::test]
+async fn an_update_from_a_stale_read_is_refused_not_written() {
+    use herald::store::{SqliteStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("herald.db")).unwrap();
+    let now = herald::model::Timestamp(1_800_000_000_000);
+    let account = store.bootstrap(None, now).await.unwrap().default_account.unwrap().0;
+    let webhook =
+        herald::model::Webhook::new(&account.id, "http://127.0.0.1:9/hook", Default::default(), "whsec_x".into(), now);
+    store.create_webhook(webhook.clone()).await.unwrap();
+    let later = herald::model::Timestamp(now.0 + 1000);
+    assert!(store.disable_webhook(&account.id, &webhook.id, "gone", later).await.unwrap());
+    let stale = herald::model::Webhook { description: "renamed".into(), updated_at: later, ..webhook.clone() };
+    let err = store.update_webhook(stale, webhook.updated_at).await.unwrap_err();
+    assert!(matches!(err, herald::store::StoreError::Conflict(_)), "{err}");
+    let stored = store.get_webhook(&account.id, &webhook.id).await.unwrap().unwrap();
+    assert_eq!((stored.enabled, stored.description.as_str()), (false, ""));
 }
 
 #[tokio::test]

@@ -335,20 +335,37 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn update_webhook(&self, webhook: Webhook) -> StoreResult<()> {
+    async fn update_webhook(&self, webhook: Webhook, read_at: Timestamp) -> StoreResult<()> {
         let at_rest = self.at_rest.clone();
         self.pool
             .write(move |conn| {
-                // The same 16 values as the insert; ?14 (created_at) stays as it was.
+                // The same values as the insert, ?14 (created_at) left as it
+                // was; ?20 is the `updated_at` the caller read.
+                let mut values = webhook_values(&webhook, &at_rest);
+                values.push(rusqlite::types::Value::Integer(read_at.0));
                 let n = conn
                     .prepare_cached(
                         "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, enabled = ?6, headers = ?7, \
                          profile = ?8, retry = ?9, timeout_ms = ?10, secret = ?11, previous_secret = ?12, \
                          previous_expires_at = ?13, updated_at = ?15, options = ?16, disabled_reason = ?17, \
-                         disabled_at = ?18, rate_limit = ?19 WHERE id = ?1 AND account_id = ?2 AND deleted = 0",
+                         disabled_at = ?18, rate_limit = ?19 \
+                         WHERE id = ?1 AND account_id = ?2 AND deleted = 0 AND updated_at = ?20",
                     )?
-                    .execute(rusqlite::params_from_iter(webhook_values(&webhook, &at_rest)))?;
-                if n == 0 { Err(StoreError::NotFound("webhook".into())) } else { Ok(()) }
+                    .execute(rusqlite::params_from_iter(values))?;
+                if n > 0 {
+                    return Ok(());
+                }
+                let exists = conn
+                    .prepare_cached("SELECT 1 FROM webhooks WHERE id = ?1 AND account_id = ?2 AND deleted = 0")?
+                    .exists(params![webhook.id, webhook.account_id])?;
+                match exists {
+                    true => Err(StoreError::Conflict(
+                        "the webhook changed while this update was made (herald may have disabled it): read it and \
+                         try again"
+                            .into(),
+                    )),
+                    false => Err(StoreError::NotFound("webhook".into())),
+                }
             })
             .await
     }
