@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::extract::OptionalJson;
 use super::{AccountCaller, AppState, Caller, JsonBody};
 use crate::error::{ApiError, ErrorCode};
-use crate::model::Principal;
+use crate::model::{Account, Principal};
 use crate::signing;
 
 #[derive(Deserialize, Default)]
@@ -41,9 +41,9 @@ pub async fn create(
 pub async fn get_own(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Account>, ApiError> {
     let account = state.store.get_account(&account_id).await?.ok_or_else(|| ApiError::not_found("account"))?;
-    Ok(Json(serde_json::to_value(account).expect("accounts serialise")))
+    Ok(Json(account))
 }
 
 #[derive(Deserialize)]
@@ -63,7 +63,7 @@ pub async fn update_own(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     JsonBody(body): JsonBody<UpdateAccount>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Account>, ApiError> {
     if let Some(seconds) = body.disable_after_seconds
         && !(60..=MAX_DISABLE_AFTER_SECONDS).contains(&seconds)
     {

@@ -4,13 +4,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::extract::QueryParams;
 use super::{AccountCaller, AppState};
 use crate::error::ApiError;
-use crate::model::{Delivery, DeliveryFilter, DeliveryStatus, Timestamp};
+use crate::model::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, Timestamp};
 use crate::stats::{WebhookSample, summarize};
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -42,7 +43,7 @@ pub async fn list(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     QueryParams(query): QueryParams<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let status = match query.status.as_deref() {
         Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
             ApiError::invalid_field(format!("status: `{text}` is not one of pending, retrying, success, failed"))
@@ -79,8 +80,13 @@ pub async fn list(
     } else {
         None
     };
-    let data: Vec<Value> = page.iter().map(delivery_json).collect();
-    Ok(Json(json!({ "data": data, "next_cursor": next_cursor })))
+    #[derive(Serialize)]
+    struct Page<'a> {
+        data: Vec<DeliveryView<'a>>,
+        next_cursor: Option<String>,
+    }
+    // Serialised as typed views: a failure would be a 500, never a panic.
+    Ok(Json(Page { data: page.iter().map(DeliveryView::of).collect(), next_cursor }).into_response())
 }
 
 /// `dlv_` and a ULID in upper case, as `model::new_id_at` writes them (a
@@ -94,41 +100,67 @@ pub async fn get(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (delivery, attempts) =
         state.store.get_delivery(&account_id, &id).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
-    let mut body = delivery_json(&delivery);
-    body["attempts"] = serde_json::to_value(attempts).expect("attempts serialise");
-    Ok(Json(body))
+    Ok(Json(DeliveryView { attempts: Some(&attempts), ..DeliveryView::of(&delivery) }).into_response())
 }
 
 pub async fn retry(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let delivery = state.engine.retry(&account_id, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(delivery_json(&delivery))))
+    Ok((StatusCode::ACCEPTED, Json(DeliveryView::of(&delivery))).into_response())
 }
 
 /// A delivery as the API shows it: Herald's fields, and the words the
 /// WhatsApp Web API's log uses (seed 004) beside them.
-fn delivery_json(delivery: &Delivery) -> Value {
-    let mut body = serde_json::to_value(delivery).expect("deliveries serialise");
-    let payload: Value = serde_json::from_str(&delivery.payload).unwrap_or(Value::Null);
-    let seed_words = json!({
-        "event": delivery.event_type,
-        "payload": payload,
-        "webhookUrl": delivery.webhook_url,
-        "statusCode": delivery.last_status_code,
-        "retryCount": delivery.n_attempts.saturating_sub(1),
-        "errorMessage": delivery.last_error,
-        "createdAt": delivery.created_at,
-    });
-    for (key, value) in seed_words.as_object().expect("an object") {
-        body[key] = value.clone();
+#[derive(Serialize)]
+struct DeliveryView<'a> {
+    #[serde(flatten)]
+    delivery: &'a Delivery,
+    event: &'a str,
+    /// The event's payload as stored (`null` for a text no JSON reader
+    /// takes, which ingest no longer stores).
+    payload: Option<&'a RawValue>,
+    #[serde(rename = "webhookUrl")]
+    webhook_url: &'a str,
+    #[serde(rename = "statusCode")]
+    status_code: Option<u16>,
+    #[serde(rename = "retryCount")]
+    retry_count: u32,
+    #[serde(rename = "errorMessage")]
+    error_message: Option<&'a str>,
+    #[serde(rename = "createdAt")]
+    created_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<&'a [Attempt]>,
+}
+
+impl<'a> DeliveryView<'a> {
+    fn of(delivery: &'a Delivery) -> DeliveryView<'a> {
+        DeliveryView {
+            delivery,
+            event: &delivery.event_type,
+            payload: serde_json::from_str(&delivery.payload).ok(),
+            webhook_url: &delivery.webhook_url,
+            status_code: delivery.last_status_code,
+            retry_count: delivery.n_attempts.saturating_sub(1),
+            error_message: delivery.last_error.as_deref(),
+            created_at: delivery.created_at,
+            attempts: None,
+        }
     }
-    body
+}
+
+/// One webhook's summary in the stats.
+#[derive(Serialize)]
+struct WebhookSummary<'a> {
+    #[serde(flatten)]
+    summary: crate::stats::Summary,
+    webhook_id: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -149,7 +181,7 @@ pub async fn stats(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     QueryParams(query): QueryParams<StatsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let until = parse_time("until", query.until)?.unwrap_or_else(|| Timestamp(state.clock.now().0 + 1));
     let since = parse_time("since", query.since)?.unwrap_or(Timestamp(until.0 - DEFAULT_STATS_WINDOW_MS));
     if since >= until {
@@ -157,18 +189,16 @@ pub async fn stats(
     }
     let samples = state.store.delivery_stats(&account_id, since, until, query.webhook_id).await?;
     let all: Vec<&WebhookSample> = samples.iter().collect();
-    let per_webhook: Vec<Value> = samples
+    let per_webhook: Vec<WebhookSummary> = samples
         .iter()
-        .map(|sample| {
-            let mut summary = serde_json::to_value(summarize(&[sample])).expect("summaries serialise");
-            summary["webhook_id"] = Value::String(sample.webhook_id.clone());
-            summary
-        })
+        .map(|sample| WebhookSummary { summary: summarize(&[sample]), webhook_id: &sample.webhook_id })
         .collect();
-    Ok(Json(json!({
-        "since": since,
-        "until": until,
-        "overall": summarize(&all),
-        "webhooks": per_webhook,
-    })))
+    #[derive(Serialize)]
+    struct Stats<'a> {
+        since: Timestamp,
+        until: Timestamp,
+        overall: crate::stats::Summary,
+        webhooks: Vec<WebhookSummary<'a>>,
+    }
+    Ok(Json(Stats { since, until, overall: summarize(&all), webhooks: per_webhook }).into_response())
 }

@@ -198,7 +198,11 @@ pub async fn ingest(
         }
         return Ok((StatusCode::ACCEPTED, Json(Batch { events: outcomes })).into_response());
     }
-    let outcome = outcomes.into_iter().next().expect("one event, one outcome");
+    let Some(outcome) = outcomes.into_iter().next() else {
+        return Err(ApiError::from(crate::store::StoreError::Internal(anyhow::anyhow!(
+            "an ingest of one event gave none"
+        ))));
+    };
     // A repeated id answers with the original event, as a read would.
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(outcome)).into_response())

@@ -199,17 +199,15 @@ async fn verify_availability(state: &AppState, url: &str, token: &str, now: Time
         "message_token": message_token,
     })
     .to_string();
-    let signature = signing::hex_hmac(token.as_bytes(), body.as_bytes());
+    let signature = HeaderValue::try_from(signing::hex_hmac(token.as_bytes(), body.as_bytes()))
+        .map_err(|_| (ViberStatus::GeneralError, "could not sign the verification callback".to_owned()))?;
     let request = OutgoingRequest {
         method: http::Method::POST,
         url: url.to_owned(),
         headers: vec![
             (http::header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
             (http::header::USER_AGENT, HeaderValue::from_static(crate::profile::USER_AGENT)),
-            (
-                HeaderName::from_static("x-viber-content-signature"),
-                HeaderValue::try_from(signature).expect("hex is a valid header"),
-            ),
+            (HeaderName::from_static("x-viber-content-signature"), signature),
         ],
         body: body.into(),
     };

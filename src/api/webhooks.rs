@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
@@ -306,20 +307,31 @@ fn check_profile_fields(webhook: &Webhook, policy: TargetPolicy) -> Result<Vec<S
     Ok(warnings)
 }
 
-/// The webhook as JSON, with the template's warnings when there are any.
-fn view_with_warnings(webhook: &Webhook, warnings: Vec<String>) -> Value {
-    let mut view = serde_json::to_value(WebhookView::from(webhook)).expect("views serialise");
-    if !warnings.is_empty() {
-        view["warnings"] = json!(warnings);
+/// A webhook's view with what one answer adds to it: the template's
+/// warnings (create, update), the secret (create), the circuit (read).
+#[derive(Serialize)]
+struct WebhookAnswer<'a> {
+    #[serde(flatten)]
+    view: WebhookView<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit: Option<Value>,
+}
+
+impl<'a> WebhookAnswer<'a> {
+    fn of(webhook: &'a Webhook) -> WebhookAnswer<'a> {
+        WebhookAnswer { view: WebhookView::from(webhook), warnings: Vec::new(), secret: None, circuit: None }
     }
-    view
 }
 
 pub async fn create(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     JsonBody(body): JsonBody<CreateWebhook>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let profile = Profile::parse(body.profile.as_deref().unwrap_or("standard")).map_err(ApiError::invalid_field)?;
     let ed25519 = parse_signing(body.signing.as_deref(), profile)?;
     let secret = match body.secret {
@@ -361,9 +373,8 @@ pub async fn create(
     };
     let warnings = validate_webhook(&mut webhook, state.targets)?;
     state.store.create_webhook(webhook.clone()).await?;
-    let mut view = view_with_warnings(&webhook, warnings);
-    view["secret"] = Value::String(webhook.secret.clone());
-    Ok((StatusCode::CREATED, Json(view)))
+    let answer = WebhookAnswer { warnings, secret: Some(&webhook.secret), ..WebhookAnswer::of(&webhook) };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 pub async fn list(
@@ -379,11 +390,10 @@ pub async fn get(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let webhook = load(&state, &account_id, &id).await?;
-    let mut view = serde_json::to_value(WebhookView::from(&webhook)).expect("views serialise");
-    view["circuit"] = state.engine.circuit(&webhook.id);
-    Ok(Json(view))
+    let circuit = Some(state.engine.circuit(&webhook.id));
+    Ok(Json(WebhookAnswer { circuit, ..WebhookAnswer::of(&webhook) }).into_response())
 }
 
 pub async fn update(
@@ -391,7 +401,7 @@ pub async fn update(
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UpdateWebhook>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut webhook = load(&state, &account_id, &id).await?;
     let (read_at, was_enabled) = (webhook.updated_at, webhook.enabled);
     if let Some(url) = body.url {
@@ -447,7 +457,7 @@ pub async fn update(
         // Enabled again: its failures so far no longer count.
         state.engine.forget_failures(&webhook).await?;
     }
-    Ok(Json(view_with_warnings(&webhook, warnings)))
+    Ok(Json(WebhookAnswer { warnings, ..WebhookAnswer::of(&webhook) }).into_response())
 }
 
 pub async fn delete(
