@@ -1,18 +1,24 @@
 //! The embedded SQLite store: the default, zero-configuration backend.
-//! `schema` holds the migrations, `rows` the row mapping, `writes` the
-//! ingest and claim transactions, `attempts` the attempt log, `pool` the
-//! writer thread and readers.
+//! This file holds the `Store` verbs; `schema` the migrations, `rows` the
+//! row mapping, `writes` the ingest transaction, `many` its multi-row
+//! inserts, `claims` claiming due deliveries, `attempts` the attempt log,
+//! `log` the delivery log's reads (pages and stats), `secrets` the start-up
+//! pass over secrets at rest, `options` what a `sqlite://` URL may set,
+//! `pool` the writer thread and readers.
 
 mod attempts;
 mod claims;
+mod log;
 mod many;
+mod options;
 mod pool;
 mod rows;
 mod schema;
 mod secrets;
 mod writes;
 
-use std::collections::BTreeMap;
+pub use self::options::SqliteOptions;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,8 +28,8 @@ use rusqlite::{OptionalExtension, params};
 use self::claims::Found;
 use self::pool::{Pool, internal};
 use self::rows::{
-    API_TOKEN, DELIVERY_COLUMNS, DELIVERY_FROM, VIBER_BOT_TOKEN, WEBHOOK_COLUMNS, delivery_from_row, find_delivery,
-    finish_without_attempt, id_at, insert_account, insert_token, load_webhooks, webhook_from_row, webhook_values,
+    API_TOKEN, VIBER_BOT_TOKEN, WEBHOOK_COLUMNS, find_delivery, finish_without_attempt, insert_account, insert_token,
+    load_webhooks, webhook_from_row, webhook_values,
 };
 use self::writes::ingest_in;
 
@@ -51,38 +57,6 @@ pub struct SqliteStore {
     known_tokens: std::sync::Mutex<std::collections::HashMap<String, Principal>>,
     /// Seals secrets on every write and opens them on every read.
     at_rest: AtRest,
-}
-
-/// Settings a `sqlite://` URL may carry after `?`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SqliteOptions {
-    /// How long a write waits for a lock another process holds before it
-    /// fails (and ingest answers 503).
-    pub busy_timeout_ms: u32,
-}
-
-impl Default for SqliteOptions {
-    fn default() -> Self {
-        SqliteOptions { busy_timeout_ms: 10_000 }
-    }
-}
-
-impl SqliteOptions {
-    /// Reads `busy_timeout_ms=N` pairs joined by `&`.
-    pub fn parse(query: &str) -> anyhow::Result<SqliteOptions> {
-        let mut options = SqliteOptions::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("busy_timeout_ms", value)) => {
-                    options.busy_timeout_ms = value
-                        .parse()
-                        .map_err(|_| anyhow::anyhow!("busy_timeout_ms: `{value}` is not a number of milliseconds"))?;
-                }
-                _ => anyhow::bail!("unknown sqlite option `{pair}` (known: busy_timeout_ms)"),
-            }
-        }
-        Ok(options)
-    }
 }
 
 impl SqliteStore {
@@ -529,41 +503,7 @@ impl Store for SqliteStore {
 
     async fn list_deliveries(&self, account_id: &str, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>> {
         let account_id = account_id.to_owned();
-        self.pool
-            .read(move |conn| {
-                let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE d.account_id = ?");
-                let mut args: Vec<rusqlite::types::Value> = vec![account_id.into()];
-                let mut condition = |clause: &str, value: rusqlite::types::Value| {
-                    sql.push_str(clause);
-                    args.push(value);
-                };
-                if let Some(status) = filter.status {
-                    condition(" AND d.status = ?", status.as_str().to_owned().into());
-                }
-                if let Some(webhook_id) = filter.webhook_id {
-                    condition(" AND d.webhook_id = ?", webhook_id.into());
-                }
-                if let Some(event_type) = filter.event_type {
-                    condition(" AND d.event_type = ?", event_type.into());
-                }
-                // Delivery ids are ULIDs: a time range is an id range on the
-                // account index, no extra index needed.
-                if let Some(since) = filter.since {
-                    condition(" AND d.id >= ?", id_at("dlv", since).into());
-                }
-                if let Some(until) = filter.until {
-                    condition(" AND d.id < ?", id_at("dlv", until).into());
-                }
-                if let Some(before) = filter.before_id {
-                    condition(" AND d.id < ?", before.into());
-                }
-                sql.push_str(" ORDER BY d.id DESC LIMIT ?");
-                args.push((filter.limit as i64).into());
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(rusqlite::params_from_iter(args), delivery_from_row)?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
+        self.pool.read(move |conn| log::list(conn, &account_id, filter)).await
     }
 
     async fn get_delivery(&self, account_id: &str, id: &str) -> StoreResult<Option<(Delivery, Vec<Attempt>)>> {
@@ -610,41 +550,7 @@ impl Store for SqliteStore {
         webhook_id: Option<String>,
     ) -> StoreResult<Vec<WebhookSample>> {
         let account_id = account_id.to_owned();
-        self.pool
-            .read(move |conn| {
-                let mut samples: BTreeMap<String, WebhookSample> = BTreeMap::new();
-                let mut counts = conn.prepare_cached(
-                    "SELECT webhook_id, status, COUNT(*) FROM deliveries WHERE account_id = ?1 AND id >= ?2 \
-                     AND id < ?3 AND (?4 IS NULL OR webhook_id = ?4) GROUP BY webhook_id, status",
-                )?;
-                let (from, to) = (id_at("dlv", since), id_at("dlv", until));
-                let rows = counts.query_map(params![account_id, from, to, webhook_id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-                })?;
-                for row in rows {
-                    let (webhook, status, n) = row?;
-                    let sample = samples
-                        .entry(webhook.clone())
-                        .or_insert_with(|| WebhookSample { webhook_id: webhook, ..Default::default() });
-                    if let Some(status) = DeliveryStatus::parse(&status) {
-                        sample.add_count(status, n as u64);
-                    }
-                }
-                let mut durations = conn.prepare_cached(attempts::ATTEMPT_DURATIONS)?;
-                let rows = durations.query_map(params![account_id, from, to, webhook_id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-                })?;
-                for row in rows {
-                    let (webhook, ms) = row?;
-                    samples
-                        .entry(webhook.clone())
-                        .or_insert_with(|| WebhookSample { webhook_id: webhook, ..Default::default() })
-                        .durations_ms
-                        .push(ms.max(0) as u64);
-                }
-                Ok(samples.into_values().collect())
-            })
-            .await
+        self.pool.read(move |conn| log::stats(conn, &account_id, since, until, webhook_id.as_deref())).await
     }
 }
 
