@@ -31,7 +31,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ServeConfig, clock: SharedClock) -> anyhow::Result<Application> {
-        let store = store::open(&config.database, crate::sealing::AtRest::new(config.secret_key.clone()))?;
+        let store = store::open(&config.database, crate::sealing::AtRest::new(config.secret_key.clone())).await?;
         let now = clock.now();
         let bootstrap = store.bootstrap(config.admin_token.clone(), now).await.context("bootstrapping the database")?;
         for (account_id, webhook_id) in &bootstrap.webhooks_keyed_by_api_tokens {

@@ -21,6 +21,7 @@ pub mod config;
 pub mod credentials;
 pub mod delivery;
 pub mod env_webhook;
+pub mod fanout;
 pub mod error;
 pub mod filter;
 pub mod http_client;

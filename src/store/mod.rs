@@ -1,8 +1,14 @@
 //! The store: every durable fact Herald keeps, behind one trait of domain
 //! verbs. Only `store/` contains SQL. The SQLite implementation is the
-//! default; a PostgreSQL one implements the same trait.
+//! default; the PostgreSQL one (`postgres/`) implements the same trait for
+//! several nodes on one database. What both keep alike lives beside them:
+//! `values` (columns), `tokens`, `secrets` (the start-up pass at rest).
 
+mod postgres;
+mod secrets;
 mod sqlite;
+mod tokens;
+mod values;
 
 /// Maps and sets keyed by ids on the hot path: foldhash, not SipHash.
 /// Ids are ours (ULIDs and webhook ids), so flooding needs no defence.
@@ -18,6 +24,7 @@ use crate::model::{
 
 #[doc(hidden)]
 pub use sqlite::schema_migrations;
+pub use postgres::PgStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +47,15 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<crate::fanout::Refusal> for StoreError {
+    fn from(refusal: crate::fanout::Refusal) -> Self {
+        match refusal {
+            crate::fanout::Refusal::UnknownType(message) => StoreError::Invalid(message),
+            crate::fanout::Refusal::NoSuchWebhook(what) => StoreError::NotFound(what),
+        }
+    }
+}
 
 /// What the engine asks one claim for, per webhook.
 #[derive(Debug)]
@@ -206,14 +222,24 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store a `--database` URL names: `sqlite://PATH`, optionally
-/// with `?busy_timeout_ms=N`. Webhook secrets are kept as `at_rest` says
-/// (sealed with its key, if it has one).
-pub fn open(url: &str, at_rest: crate::sealing::AtRest) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+/// with `?busy_timeout_ms=N`, or `postgres://user:pass@host:port/db`,
+/// optionally with `?pool_size=N` (default 16) and `&schema=NAME` (created
+/// if missing). Webhook secrets are kept as `at_rest` says (sealed with its
+/// key, if it has one).
+pub async fn open(url: &str, at_rest: crate::sealing::AtRest) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     if let Some((path, query)) = sqlite_parts(url) {
         let options = SqliteOptions::parse(query).map_err(|e| anyhow::anyhow!("database url `{url}`: {e}"))?;
         return Ok(std::sync::Arc::new(SqliteStore::open_with(std::path::Path::new(path), options, at_rest)?));
     }
-    anyhow::bail!("unsupported database url `{url}`: expected sqlite://PATH")
+    if is_postgres(url) {
+        return Ok(std::sync::Arc::new(PgStore::open(url, at_rest).await?));
+    }
+    anyhow::bail!("unsupported database url `{url}`: expected sqlite://PATH or postgres://USER@HOST:PORT/DB")
+}
+
+/// Whether a `--database` URL names a PostgreSQL database.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// The file a `--database` URL names, for files kept beside it.

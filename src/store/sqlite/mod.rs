@@ -48,13 +48,14 @@ use crate::model::{
 use crate::sealing::AtRest;
 use crate::signing;
 use crate::stats::WebhookSample;
+use crate::store::tokens::{KnownTokens, principal_of};
 
 pub struct SqliteStore {
     pool: Pool,
     /// Tokens seen valid, by hash, with their kind (in the principal).
     /// Tokens are never revoked while Herald runs, so a hit needs no trip
     /// to the database.
-    known_tokens: std::sync::Mutex<std::collections::HashMap<String, Principal>>,
+    known_tokens: KnownTokens,
     /// Seals secrets on every write and opens them on every read.
     at_rest: AtRest,
 }
@@ -76,9 +77,6 @@ impl SqliteStore {
         Ok(SqliteStore { pool, known_tokens: Default::default(), at_rest })
     }
 }
-
-/// Tokens remembered at most; past it the cache starts over.
-const MAX_KNOWN_TOKENS: usize = 10_000;
 
 /// Webhooks whose secret is an API token, as `(account id, webhook id)`.
 /// Tokens are kept hashed, so each secret is hashed here: a read of every
@@ -138,8 +136,8 @@ impl Store for SqliteStore {
     }
 
     async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<Principal>> {
-        if let Some(principal) = self.known_tokens.lock().unwrap().get(token_hash) {
-            return Ok(Some(principal.clone()));
+        if let Some(principal) = self.known_tokens.get(token_hash) {
+            return Ok(Some(principal));
         }
         let hash = token_hash.to_owned();
         let found = self
@@ -150,24 +148,11 @@ impl Store for SqliteStore {
                     .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
                 let Some((account, kind)) = found else { return Ok(None) };
-                Ok(Some(match (account, kind.as_str()) {
-                    (None, API_TOKEN) => Principal::Operator,
-                    (Some(id), API_TOKEN) => Principal::Account(id),
-                    (Some(id), VIBER_BOT_TOKEN) => Principal::ViberBot(id),
-                    (account, kind) => {
-                        return Err(StoreError::Internal(anyhow::anyhow!(
-                            "token of kind `{kind}` for account {account:?} is not one herald knows"
-                        )));
-                    }
-                }))
+                Ok(Some(principal_of(account, &kind)?))
             })
             .await?;
         if let Some(principal) = &found {
-            let mut known = self.known_tokens.lock().unwrap();
-            if known.len() >= MAX_KNOWN_TOKENS {
-                known.clear();
-            }
-            known.insert(token_hash.to_owned(), principal.clone());
+            self.known_tokens.remember(token_hash, principal);
         }
         Ok(found)
     }

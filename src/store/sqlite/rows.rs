@@ -11,6 +11,7 @@ use crate::model::{
 };
 use crate::profile::Profile;
 use crate::sealing::AtRest;
+pub(super) use crate::store::values::{id_at, options_json, to_json};
 
 /// How many columns `WEBHOOK_COLUMNS` names: a query that reads more after
 /// them starts there.
@@ -100,21 +101,6 @@ pub(super) fn webhook_values(w: &Webhook, at_rest: &AtRest) -> Vec<rusqlite::typ
     ]
 }
 
-pub(super) fn options_json(options: &crate::profile::ProfileOptions) -> Option<String> {
-    (options != &Default::default()).then(|| to_json(options))
-}
-
-/// The smallest id of kind `prefix` made at `at`: ids are ULIDs, so ids
-/// made before `at` sort below it and ids made at or after it do not.
-pub(super) fn id_at(prefix: &str, at: Timestamp) -> String {
-    let ms = u64::try_from(at.0).unwrap_or(0);
-    format!("{prefix}_{}", ulid::Ulid::from_parts(ms, 0))
-}
-
-pub(super) fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("domain values serialise")
-}
-
 /// Delivery columns, read from `deliveries d JOIN events e JOIN webhooks w`.
 pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.event_type, d.webhook_id, d.status, d.n_attempts, \
      d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.updated_at, d.leased, e.payload, w.url";
@@ -149,10 +135,7 @@ pub(super) fn delivery_from_row(row: &Row) -> rusqlite::Result<Delivery> {
     })
 }
 
-/// The `tokens.kind` of API tokens (the operator's and accounts').
-pub(super) const API_TOKEN: &str = "api";
-/// The `tokens.kind` of an account's Viber bot auth tokens.
-pub(super) const VIBER_BOT_TOKEN: &str = "viber-bot";
+pub(super) use crate::store::tokens::{API_TOKEN, VIBER_BOT_TOKEN};
 
 pub(super) fn insert_token(
     conn: &Connection,

@@ -10,19 +10,11 @@
 use anyhow::Context;
 use rusqlite::{Connection, params};
 
-use crate::sealing::{AtRest, OpenError, webhook_context};
-
-/// The `webhooks` columns that hold a signing secret.
-pub(super) const SECRET_COLUMNS: [&str; 2] = ["secret", "previous_secret"];
+use crate::sealing::AtRest;
+use crate::store::secrets::{StoredSecrets, check, sealed};
 
 /// Rows sealed per transaction at start.
 const BATCH: usize = 256;
-
-/// One webhook's secrets as stored, in `SECRET_COLUMNS` order.
-struct Stored {
-    id: String,
-    values: [Option<String>; 2],
-}
 
 /// Checks every stored secret against `at_rest` and, with a key, seals the
 /// plain ones. Every webhook row counts, deleted ones too: their secrets
@@ -30,44 +22,13 @@ struct Stored {
 pub(super) fn seal_at_start(conn: &mut Connection, at_rest: &AtRest) -> anyhow::Result<()> {
     let rows = {
         let mut stmt = conn.prepare("SELECT id, secret, previous_secret FROM webhooks")?;
-        let rows = stmt.query_map([], |r| Ok(Stored { id: r.get(0)?, values: [r.get(1)?, r.get(2)?] }))?;
+        let rows = stmt.query_map([], |r| Ok(StoredSecrets { id: r.get(0)?, values: [r.get(1)?, r.get(2)?] }))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     };
-    let mut plain = Vec::new();
-    let mut n_plain = 0;
-    for row in rows {
-        let mut has_plain = false;
-        for (column, value) in SECRET_COLUMNS.iter().zip(&row.values) {
-            let Some(value) = value.as_deref().filter(|v| !v.is_empty()) else { continue };
-            match at_rest.load(value, &webhook_context(&row.id, column)) {
-                Ok(_) if crate::sealing::is_sealed(value) => {}
-                Ok(_) => {
-                    has_plain = true;
-                    n_plain += 1;
-                }
-                Err(err) => return Err(refusal(&row.id, column, err)),
-            }
-        }
-        if has_plain {
-            plain.push(row);
-        }
-    }
-    let Some(key) = at_rest.key() else {
-        if n_plain > 0 {
-            // Why not at every keyless start: an empty database has nothing
-            // to hide, and a warning that is always there is not read.
-            tracing::warn!(
-                secrets = n_plain,
-                "webhook signing secrets are stored in the clear, readable by whoever can read the database file: \
-                 set HERALD_SECRET_KEY or --secret-key-file to store them encrypted"
-            );
-        }
-        return Ok(());
-    };
-    if plain.is_empty() {
-        tracing::info!(key = key.id(), "webhook secrets are stored encrypted");
-        return Ok(());
-    }
+    let plain = check(rows, at_rest)?;
+    let (Some(key), false) = (at_rest.key(), plain.rows.is_empty()) else { return Ok(()) };
+    let n_plain = plain.n_secrets;
+    let plain = plain.rows;
     // Zeroes the cells the plain secrets leave, in the pages and in the
     // freelist, rather than leaving them as free space.
     conn.execute_batch("PRAGMA secure_delete = ON")?;
@@ -77,12 +38,7 @@ pub(super) fn seal_at_start(conn: &mut Connection, at_rest: &AtRest) -> anyhow::
             let mut update =
                 tx.prepare_cached("UPDATE webhooks SET secret = ?2, previous_secret = ?3 WHERE id = ?1")?;
             for row in batch {
-                let [secret, previous] = [0, 1].map(|i| {
-                    row.values[i].as_deref().map(|value| match crate::sealing::is_sealed(value) {
-                        true => value.to_owned(),
-                        false => at_rest.store(value, &webhook_context(&row.id, SECRET_COLUMNS[i])),
-                    })
-                });
+                let [secret, previous] = sealed(row, at_rest);
                 update.execute(params![row.id, secret, previous])?;
             }
         }
@@ -117,22 +73,4 @@ pub(super) fn seal_at_start(conn: &mut Connection, at_rest: &AtRest) -> anyhow::
         "encrypted webhook secrets stored in the clear"
     );
     Ok(())
-}
-
-/// The start-up error for a secret that does not open, saying what to do.
-fn refusal(webhook_id: &str, column: &str, err: OpenError) -> anyhow::Error {
-    match err {
-        OpenError::NoKey { sealed_with } => anyhow::anyhow!(
-            "the database holds encrypted webhook secrets (key {sealed_with}) but no secret key is set: set \
-             HERALD_SECRET_KEY or --secret-key-file to the key they were encrypted with"
-        ),
-        OpenError::OtherKey { sealed_with, key } => anyhow::anyhow!(
-            "the secret key set (key {key}) is not the one the database's webhook secrets were encrypted with \
-             (key {sealed_with}): set that key"
-        ),
-        OpenError::Damaged => anyhow::anyhow!(
-            "webhook {webhook_id}'s {column} does not decrypt with the secret key: the database was altered, or \
-             the value copied from another webhook"
-        ),
-    }
 }

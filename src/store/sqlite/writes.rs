@@ -10,8 +10,8 @@ use super::many::insert_many;
 
 use super::rows::load_webhooks;
 use crate::model::{DueDelivery, IngestOutcome, NewEvent, Timestamp, Webhook, new_id, new_id_at};
-use crate::store::{Admit, Ingested, StoreError, StoreResult};
-use crate::{catalogue, filter};
+use crate::store::{Admit, Ingested, StoreResult};
+use crate::fanout;
 
 /// The body of `Store::ingest`, inside the writer's transaction. Room
 /// `admit` gives is recorded in `taken`, so that the caller can give it
@@ -30,22 +30,8 @@ pub(super) fn ingest_in(
         .query_row([account_id], |r| r.get(0))
         .optional()?
         .unwrap_or(false);
-    if strict && let Some((i, event)) = events.iter().enumerate().find(|(_, e)| !catalogue::is_known(&e.event_type)) {
-        return Err(StoreError::Invalid(format!(
-            "events[{i}].type: `{}` is not in the event catalogue (this account is in strict mode)",
-            event.event_type
-        )));
-    }
     let webhooks: Vec<Arc<Webhook>> = load_webhooks(conn, account_id, at_rest)?.into_iter().map(Arc::new).collect();
-    // A targeted webhook must exist in this account, or the whole request
-    // fails before anything is written.
-    for (i, event) in events.iter().enumerate() {
-        if let Some(target) = &event.webhook_id
-            && !webhooks.iter().any(|w| &w.id == target)
-        {
-            return Err(StoreError::NotFound(format!("webhook `{target}` (events[{i}].webhook_id)")));
-        }
-    }
+    let fanned = fanout::fan_out(strict, &webhooks, &events)?;
     let mut find = conn.prepare_cached("SELECT n_deliveries FROM events WHERE account_id = ?1 AND id = ?2")?;
     let mut insert_event = conn.prepare_cached(
         "INSERT INTO events (account_id, id, type, payload, webhook_id, timestamp, created_at, n_deliveries) \
@@ -55,14 +41,7 @@ pub(super) fn ingest_in(
     // Deliveries go in together once their events are in (see `many`).
     let mut deliveries: Vec<NewDelivery> = Vec::with_capacity(events.len());
     let mut event_types: Vec<String> = Vec::with_capacity(events.len());
-    for event in events {
-        let targets: Vec<&Arc<Webhook>> = match &event.webhook_id {
-            Some(target) => webhooks.iter().filter(|w| &w.id == target && w.enabled).collect(),
-            None => webhooks
-                .iter()
-                .filter(|w| w.enabled && filter::matches(w.event_types.as_deref(), &event.event_type))
-                .collect(),
-        };
+    for (event, targets) in events.into_iter().zip(fanned) {
         let id = event.id.unwrap_or_else(|| new_id("evt"));
         let timestamp = event.timestamp.unwrap_or(now);
         let inserted = insert_event.execute(params![

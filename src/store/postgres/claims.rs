@@ -1,0 +1,167 @@
+//! Claiming due deliveries on a database several nodes share. A claim
+//! leases what it takes to its node until a deadline, in one statement per
+//! round: for every webhook wanted, its due deliveries that no node holds
+//! (or whose lease ran out), oldest first, `FOR UPDATE SKIP LOCKED` so
+//! that nodes claiming at once never wait for each other nor take the same
+//! row. The engine's own held list is still honoured, so a delivery it is
+//! sending cannot come back to it after its lease ran out on the clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::GenericClient;
+
+use super::rows::{N_WEBHOOK_COLUMNS, WEBHOOK_COLUMNS, webhook_from_row};
+use crate::model::{DueDelivery, Timestamp, Webhook};
+use crate::sealing::AtRest;
+use crate::store::{ClaimWant, ClaimedBatch, StoreResult};
+
+/// Claims for every want, leasing to `node` until `lease_until`, inside
+/// the caller's transaction. Deliveries of a deleted or disabled webhook
+/// are failed instead.
+pub(super) async fn claim(
+    tx: &deadpool_postgres::Transaction<'_>,
+    (node, now, lease_until): (&str, Timestamp, Timestamp),
+    wants: Vec<ClaimWant>,
+    at_rest: &AtRest,
+) -> StoreResult<Vec<ClaimedBatch>> {
+    let webhook_ids: Vec<&str> = wants.iter().map(|w| w.webhook_id.as_str()).collect();
+    let held: Vec<&str> =
+        wants.iter().filter_map(|w| w.held.as_ref()).flat_map(|held| held.iter().map(String::as_str)).collect();
+    let sql = format!("SELECT {WEBHOOK_COLUMNS}, w.deleted FROM webhooks w WHERE w.id = ANY($1)");
+    let stmt = tx.prepare_cached(&sql).await?;
+    let mut webhooks: HashMap<String, (Arc<Webhook>, bool)> = HashMap::new();
+    for row in tx.query(&stmt, &[&webhook_ids]).await? {
+        let webhook = webhook_from_row(&row, 0, at_rest)?;
+        let deleted: bool = row.try_get(N_WEBHOOK_COLUMNS)?;
+        webhooks.insert(webhook.id.clone(), (Arc::new(webhook), deleted));
+    }
+    // Which wants are refused (gone, deleted, disabled), and why.
+    let (mut live_ids, mut live_limits) = (Vec::new(), Vec::new());
+    let (mut refused_ids, mut reasons) = (Vec::new(), Vec::new());
+    for want in &wants {
+        match webhooks.get(&want.webhook_id) {
+            None | Some((_, true)) => {
+                refused_ids.push(want.webhook_id.as_str());
+                reasons.push("webhook deleted");
+            }
+            Some((webhook, false)) if !webhook.enabled => {
+                refused_ids.push(want.webhook_id.as_str());
+                reasons.push("webhook disabled");
+            }
+            Some(_) => {
+                live_ids.push(want.webhook_id.as_str());
+                live_limits.push(want.limit as i64);
+            }
+        }
+    }
+    if !refused_ids.is_empty() {
+        let fail = tx
+            .prepare_cached(
+                "UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, lease_owner = NULL, \
+                 lease_until = NULL, last_status_code = NULL, last_error = r.reason, updated_at = $2 \
+                 FROM UNNEST($3::text[], $4::text[]) AS r(webhook_id, reason) \
+                 WHERE d.webhook_id = r.webhook_id AND d.next_attempt_at <= $2 \
+                 AND (d.lease_until IS NULL OR d.lease_until < $2) AND NOT (d.id = ANY($1))",
+            )
+            .await?;
+        tx.execute(&fail, &[&held, &now.0, &refused_ids, &reasons]).await?;
+    }
+    let mut claimed: HashMap<String, Vec<(i64, String, i64, bool, i64)>> = HashMap::new();
+    if !live_ids.is_empty() {
+        let take = tx
+            .prepare_cached(
+                "WITH picked AS ( \
+                     SELECT p.account_id, p.id FROM UNNEST($1::text[], $2::int8[]) AS w(webhook_id, n) \
+                     CROSS JOIN LATERAL ( \
+                         SELECT account_id, id FROM deliveries \
+                         WHERE webhook_id = w.webhook_id AND next_attempt_at <= $3 \
+                         AND (lease_until IS NULL OR lease_until < $3) AND NOT (id = ANY($4)) \
+                         ORDER BY next_attempt_at, id LIMIT w.n FOR UPDATE SKIP LOCKED) AS p) \
+                 UPDATE deliveries d SET lease_owner = $5, lease_until = $6 FROM picked \
+                 WHERE d.account_id = picked.account_id AND d.id = picked.id \
+                 RETURNING d.webhook_id, d.next_attempt_at, d.id, d.n_attempts, d.final_attempt, d.event_seq",
+            )
+            .await?;
+        let rows = tx.query(&take, &[&live_ids, &live_limits, &now.0, &held, &node, &lease_until.0]).await?;
+        for row in rows {
+            let webhook_id: String = row.try_get(0)?;
+            claimed.entry(webhook_id).or_default().push((
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+                row.try_get(4)?,
+                row.try_get(5)?,
+            ));
+        }
+    }
+    // Each event once, however many of its deliveries were claimed.
+    let seqs: Vec<i64> = claimed.values().flatten().map(|c| c.4).collect();
+    let mut events: HashMap<i64, (String, String, Timestamp, Arc<str>)> = HashMap::new();
+    if !seqs.is_empty() {
+        let read = tx.prepare_cached("SELECT seq, id, type, timestamp, payload FROM events WHERE seq = ANY($1)").await?;
+        for row in tx.query(&read, &[&seqs]).await? {
+            let payload: &str = row.try_get(4)?;
+            events.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?, Timestamp(row.try_get(3)?), payload.into()));
+        }
+    }
+    // When each webhook's next delivery no node holds falls due.
+    let next = tx
+        .prepare_cached(
+            "SELECT w.webhook_id, n.at FROM UNNEST($1::text[]) AS w(webhook_id) CROSS JOIN LATERAL ( \
+                 SELECT next_attempt_at AS at FROM deliveries WHERE webhook_id = w.webhook_id \
+                 AND next_attempt_at IS NOT NULL AND (lease_until IS NULL OR lease_until < $2) \
+                 AND NOT (id = ANY($3)) ORDER BY next_attempt_at LIMIT 1) AS n",
+        )
+        .await?;
+    let next_due: HashMap<String, i64> =
+        tx.query(&next, &[&webhook_ids, &now.0, &held]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+
+    let mut batches = Vec::with_capacity(wants.len());
+    for want in wants {
+        let mut rows = claimed.remove(&want.webhook_id).unwrap_or_default();
+        rows.sort();
+        let full = rows.len() >= want.limit && want.limit > 0;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        if let Some((webhook, _)) = webhooks.get(&want.webhook_id) {
+            for (_, delivery_id, n_attempts, final_attempt, seq) in rows {
+                let Some((event_id, event_type, event_timestamp, payload)) = events.get(&seq) else { continue };
+                deliveries.push(DueDelivery {
+                    delivery_id,
+                    n_attempts: n_attempts as u32,
+                    final_attempt,
+                    event_id: event_id.clone(),
+                    event_type: event_type.clone(),
+                    event_timestamp: *event_timestamp,
+                    payload: payload.clone(),
+                    webhook: webhook.clone(),
+                });
+            }
+        }
+        let next_due = match full {
+            true => Some(now),
+            false => next_due.get(&want.webhook_id).map(|at| Timestamp(*at)),
+        };
+        batches.push(ClaimedBatch {
+            webhook_id: want.webhook_id,
+            deliveries,
+            next_due,
+            cursor: None,
+            filled_past_cursor: false,
+        });
+    }
+    Ok(batches)
+}
+
+/// Every webhook with unfinished deliveries and when the first falls due:
+/// for one a node holds, when its lease runs out.
+pub(super) async fn due_webhooks(client: &impl GenericClient) -> StoreResult<Vec<(String, Timestamp)>> {
+    let rows = client
+        .query(
+            "SELECT webhook_id, MIN(GREATEST(next_attempt_at, COALESCE(lease_until + 1, next_attempt_at))) \
+             FROM deliveries WHERE next_attempt_at IS NOT NULL GROUP BY webhook_id",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), Timestamp(r.get(1)))).collect())
+}
