@@ -52,8 +52,8 @@ impl Application {
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
-        if let Some(db_path) = store::sqlite_path(&config.database) {
-            record_credentials(&credentials::path_for_database(&db_path), &bootstrap, local_addr)?;
+        if let Some(path) = &config.credentials_file {
+            record_credentials(path, &bootstrap, local_addr)?;
         }
         if let Some(env) = &config.env_webhook {
             crate::env_webhook::apply(&*store, &bootstrap.first_account_id, env, config.targets(), now).await?;

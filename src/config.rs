@@ -170,6 +170,9 @@ pub struct ServeConfig {
     pub listener: ListenerConfig,
     /// Seals webhook secrets at rest when set.
     pub secret_key: Option<SecretKey>,
+    /// Where the first start writes the default account's token for the
+    /// CLI (`store::credentials_path` of the database); none for none.
+    pub credentials_file: Option<std::path::PathBuf>,
 }
 
 impl ServeConfig {
@@ -224,9 +227,11 @@ impl ServeConfig {
                 listener_defaults.idle_timeout,
             )?,
         };
+        let database = args.database.or(file.database).unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
         Ok(ServeConfig {
             listen,
-            database: args.database.or(file.database).unwrap_or_else(|| DEFAULT_DATABASE.to_owned()),
+            credentials_file: crate::store::credentials_path(&database),
+            database,
             allow_private_targets: args.allow_private_targets || file.allow_private_targets.unwrap_or(false),
             require_https: args.require_https || file.require_https.unwrap_or(false),
             time_scale,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::table::line;
 use crate::config::DEFAULT_DATABASE;
 use crate::credentials;
-use crate::store::sqlite_path;
+use crate::store::credentials_path;
 
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
@@ -44,8 +44,7 @@ pub struct Api {
 impl Api {
     pub fn new(args: &ClientArgs) -> anyhow::Result<Api> {
         crate::http_client::install_tls_provider();
-        let stored =
-            sqlite_path(&args.database).map(|p| credentials::path_for_database(&p)).map(|p| credentials::load(&p));
+        let stored = credentials_path(&args.database).map(|p| credentials::load(&p));
         let (server, token) = match (args.server.clone(), args.token.clone(), stored) {
             (Some(server), Some(token), _) => (server, token),
             (server, token, Some(Ok(stored))) => (server.unwrap_or(stored.server), token.unwrap_or(stored.token)),

@@ -22,9 +22,9 @@ use crate::model::{
     NewEvent, Principal, Timestamp, Webhook,
 };
 
+pub use postgres::PgStore;
 #[doc(hidden)]
 pub use sqlite::schema_migrations;
-pub use postgres::PgStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +240,17 @@ pub async fn open(url: &str, at_rest: crate::sealing::AtRest) -> anyhow::Result<
 /// Whether a `--database` URL names a PostgreSQL database.
 pub fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Where the local credentials file of a `--database` URL lives: beside an
+/// SQLite file, or in the working directory for a PostgreSQL database
+/// (where `herald serve` runs, and so where the CLI beside it looks).
+pub fn credentials_path(url: &str) -> Option<std::path::PathBuf> {
+    match sqlite_path(url) {
+        Some(db) => Some(crate::credentials::path_for_database(&db)),
+        None if is_postgres(url) => Some(std::path::PathBuf::from("herald.credentials.json")),
+        None => None,
+    }
 }
 
 /// The file a `--database` URL names, for files kept beside it.

@@ -1,6 +1,12 @@
 //! Test support: `TestApp` (a real Herald on port 0 with a temp SQLite file
 //! and a manual clock) and `Receiver` (a real HTTP server on port 0 that
 //! answers from a script and hands every request to the test).
+//!
+//! With `HERALD_TEST_DATABASE_URL=postgres://…` every Herald the suite
+//! starts (in process or as a child) uses PostgreSQL instead: a schema of
+//! its own in that database, named after its temp directory, so that a
+//! child restarted on the same directory finds its data again. Tests about
+//! SQLite files skip themselves there (`skip_on_postgres`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -18,6 +24,41 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub const OPERATOR_TOKEN: &str = "hrld_test_operator_token";
+
+/// The PostgreSQL database the suite runs on, if it does.
+pub fn test_database_url() -> Option<String> {
+    std::env::var("HERALD_TEST_DATABASE_URL").ok().filter(|url| !url.is_empty())
+}
+
+/// Whether the suite runs on PostgreSQL.
+pub fn on_postgres() -> bool {
+    test_database_url().is_some()
+}
+
+/// True (after saying why) when the suite runs on PostgreSQL and the
+/// calling test is about SQLite alone: `if skip_on_postgres("…") { return; }`.
+pub fn skip_on_postgres(reason: &str) -> bool {
+    let skip = on_postgres();
+    if skip {
+        eprintln!("skipped on postgresql: {reason}");
+    }
+    skip
+}
+
+/// The `--database` URL of the database at `db` (a path in a temp
+/// directory): that SQLite file, or on PostgreSQL a schema named after it.
+pub fn database_url(db: &std::path::Path) -> String {
+    let Some(base) = test_database_url() else { return format!("sqlite://{}", db.display()) };
+    // FNV-1a of the path: the same directory, the same schema.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in db.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let separator = if base.contains('?') { '&' } else { '?' };
+    // A small pool: the suite runs many Heralds at once on one server.
+    format!("{base}{separator}schema=herald_test_{hash:016x}&pool_size=4")
+}
 
 /// A plain HTTP client for tests to call Herald with. reqwest needs the
 /// process's TLS provider in place first, which Herald itself installs
@@ -75,13 +116,19 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServeConfig::from_args(ServeArgs {
             listen: Some("127.0.0.1:0".into()),
-            database: Some(format!("sqlite://{}", dir.path().join("herald.db").display())),
+            database: Some(database_url(&dir.path().join("herald.db"))),
             allow_private_targets: true,
             admin_token: Some(OPERATOR_TOKEN.into()),
             ..Default::default()
         })
         .unwrap();
         adjust(&mut config);
+        // Beside the SQLite file as ever; on PostgreSQL in the temp
+        // directory rather than the test's working directory.
+        config.credentials_file = match on_postgres() {
+            true => Some(dir.path().join("herald.credentials.json")),
+            false => herald::store::credentials_path(&config.database),
+        };
         // Real wall-clock time to start with, so signature timestamps pass
         // the standard library's five-minute tolerance.
         let clock = ManualClock::new(herald::clock::SystemClock::new(1.0).now());
@@ -531,7 +578,7 @@ fn herald_serve_command(db: &std::path::Path, extra_args: &[&str], env: &[(&str,
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--allow-private-targets"])
         .arg("--database")
-        .arg(format!("sqlite://{}", db.display()))
+        .arg(database_url(db))
         .args(extra_args)
         .env("HERALD_ADMIN_TOKEN", OPERATOR_TOKEN)
         .env("HERALD_LOG", "warn")

@@ -99,10 +99,14 @@ pub(super) async fn claim(
     let seqs: Vec<i64> = claimed.values().flatten().map(|c| c.4).collect();
     let mut events: HashMap<i64, (String, String, Timestamp, Arc<str>)> = HashMap::new();
     if !seqs.is_empty() {
-        let read = tx.prepare_cached("SELECT seq, id, type, timestamp, payload FROM events WHERE seq = ANY($1)").await?;
+        let read =
+            tx.prepare_cached("SELECT seq, id, type, timestamp, payload FROM events WHERE seq = ANY($1)").await?;
         for row in tx.query(&read, &[&seqs]).await? {
             let payload: &str = row.try_get(4)?;
-            events.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?, Timestamp(row.try_get(3)?), payload.into()));
+            events.insert(
+                row.try_get(0)?,
+                (row.try_get(1)?, row.try_get(2)?, Timestamp(row.try_get(3)?), payload.into()),
+            );
         }
     }
     // When each webhook's next delivery no node holds falls due.

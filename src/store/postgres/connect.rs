@@ -37,19 +37,22 @@ impl PgOptions {
         for (key, value) in parsed.query_pairs() {
             match &*key {
                 "pool_size" => {
-                    pool_size = value
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=1000).contains(n))
-                        .ok_or_else(|| anyhow::anyhow!("pool_size must be a number from 1 to 1000, not `{value}`"))?
+                    pool_size =
+                        value.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                            anyhow::anyhow!("pool_size must be a number from 1 to 1000, not `{value}`")
+                        })?
                 }
                 "schema" => {
                     let valid = !value.is_empty()
                         && value.len() <= 63
                         && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                        && !value.as_bytes()[0].is_ascii_digit();
+                        && !value.as_bytes()[0].is_ascii_digit()
+                        && !value.starts_with("pg_");
                     if !valid {
-                        anyhow::bail!("schema must be lower-case letters, digits and `_`, not `{value}`");
+                        anyhow::bail!(
+                            "schema must be lower-case letters, digits and `_`, not starting with a digit or `pg_`, \
+                             not `{value}`"
+                        );
                     }
                     schema = Some(value.into_owned());
                 }
@@ -145,8 +148,8 @@ mod tests {
 
     #[test]
     fn herald_parameters_are_taken_out_of_the_url() {
-        let options = PgOptions::parse("postgres://u:p@127.0.0.1:5433/db?pool_size=4&schema=h1&application_name=x")
-            .unwrap();
+        let options =
+            PgOptions::parse("postgres://u:p@127.0.0.1:5433/db?pool_size=4&schema=h1&application_name=x").unwrap();
         assert_eq!(options.pool_size, 4);
         assert_eq!(options.schema.as_deref(), Some("h1"));
         assert_eq!(options.config.get_dbname(), Some("db"));
@@ -165,6 +168,7 @@ mod tests {
             "postgres://u@h/db?schema=Bad",
             "postgres://u@h/db?schema=a;drop",
             "postgres://u@h/db?schema=1a",
+            "postgres://u@h/db?schema=pg_catalog",
         ] {
             assert!(PgOptions::parse(url).is_err(), "{url}");
         }

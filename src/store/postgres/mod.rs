@@ -90,7 +90,12 @@ async fn insert_token(
     Ok(())
 }
 
-async fn insert_account(client: &impl GenericClient, name: &str, token_hash: &str, now: Timestamp) -> StoreResult<Account> {
+async fn insert_account(
+    client: &impl GenericClient,
+    name: &str,
+    token_hash: &str,
+    now: Timestamp,
+) -> StoreResult<Account> {
     let account = Account {
         id: new_id("acc"),
         name: name.to_owned(),
@@ -99,7 +104,10 @@ async fn insert_account(client: &impl GenericClient, name: &str, token_hash: &st
         disable_after_seconds: DEFAULT_DISABLE_AFTER_SECONDS,
     };
     client
-        .execute("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)", &[&account.id, &account.name, &now.0])
+        .execute(
+            "INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)",
+            &[&account.id, &account.name, &now.0],
+        )
         .await?;
     insert_token(client, token_hash, Some(&account.id), API_TOKEN, now).await?;
     Ok(account)
@@ -110,7 +118,8 @@ async fn webhooks_keyed_by_api_tokens(
     client: &impl GenericClient,
     at_rest: &AtRest,
 ) -> StoreResult<Vec<(String, String)>> {
-    let rows = client.query("SELECT account_id, id, secret FROM webhooks WHERE NOT deleted AND secret <> ''", &[]).await?;
+    let rows =
+        client.query("SELECT account_id, id, secret FROM webhooks WHERE NOT deleted AND secret <> ''", &[]).await?;
     let mut hashes = Vec::with_capacity(rows.len());
     for row in &rows {
         let (id, stored): (String, String) = (row.get(1), row.get(2));
@@ -221,7 +230,9 @@ impl Store for PgStore {
     async fn set_disable_after(&self, account_id: &str, seconds: u64) -> StoreResult<()> {
         let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        client.execute("UPDATE accounts SET disable_after_seconds = $2 WHERE id = $1", &[&account_id, &seconds]).await?;
+        client
+            .execute("UPDATE accounts SET disable_after_seconds = $2 WHERE id = $1", &[&account_id, &seconds])
+            .await?;
         Ok(())
     }
 
@@ -242,10 +253,10 @@ impl Store for PgStore {
     async fn note_recovered(&self, account_id: &str, webhook_id: &str) -> StoreResult<()> {
         let client = self.client().await?;
         client
-            .execute("UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND account_id = $2", &[
-                &webhook_id,
-                &account_id,
-            ])
+            .execute(
+                "UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND account_id = $2",
+                &[&webhook_id, &account_id],
+            )
             .await?;
         Ok(())
     }
@@ -299,10 +310,10 @@ impl Store for PgStore {
             return Ok(());
         }
         let exists = client
-            .query_opt("SELECT 1 FROM webhooks WHERE id = $1 AND account_id = $2 AND NOT deleted", &[
-                &webhook.id,
-                &webhook.account_id,
-            ])
+            .query_opt(
+                "SELECT 1 FROM webhooks WHERE id = $1 AND account_id = $2 AND NOT deleted",
+                &[&webhook.id, &webhook.account_id],
+            )
             .await?
             .is_some();
         match exists {
@@ -349,8 +360,8 @@ impl Store for PgStore {
         let result = async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let ingested = writes::ingest_in(&tx, account_id, events, now, &*admit, &mut taken, &self.at_rest, lease)
-                .await?;
+            let ingested =
+                writes::ingest_in(&tx, account_id, events, now, &*admit, &mut taken, &self.at_rest, lease).await?;
             tx.commit().await?;
             Ok(ingested)
         }
@@ -462,7 +473,8 @@ impl Store for PgStore {
         if n == 0 {
             return Err(StoreError::Conflict("delivery is pending: it will be attempted again on its own".into()));
         }
-        let delivery = find_delivery(&tx, account_id, id).await?.ok_or_else(|| StoreError::NotFound("delivery".into()))?;
+        let delivery =
+            find_delivery(&tx, account_id, id).await?.ok_or_else(|| StoreError::NotFound("delivery".into()))?;
         tx.commit().await?;
         Ok(delivery)
     }

@@ -66,17 +66,15 @@ pub(super) async fn ingest_in(
              ON CONFLICT (account_id, id) DO NOTHING RETURNING id, seq",
         )
         .await?;
-    let rows = tx.query(&insert, &[&account_id, &now.0, &ids, &types, &payloads, &targets, &timestamps, &counts]).await?;
+    let rows =
+        tx.query(&insert, &[&account_id, &now.0, &ids, &types, &payloads, &targets, &timestamps, &counts]).await?;
     let mut inserted: HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     // Ids seen before this batch: the first one's answer.
     let seen: Vec<&String> = ids.iter().filter(|id| !inserted.contains_key(*id)).collect();
     let earlier: HashMap<String, i64> = match seen.is_empty() {
         true => HashMap::new(),
         false => tx
-            .query(
-                "SELECT id, n_deliveries FROM events WHERE account_id = $1 AND id = ANY($2)",
-                &[&account_id, &seen],
-            )
+            .query("SELECT id, n_deliveries FROM events WHERE account_id = $1 AND id = ANY($2)", &[&account_id, &seen])
             .await?
             .iter()
             .map(|r| (r.get(0), r.get(1)))

@@ -9,9 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::many::insert_many;
 
 use super::rows::load_webhooks;
+use crate::fanout;
 use crate::model::{DueDelivery, IngestOutcome, NewEvent, Timestamp, Webhook, new_id, new_id_at};
 use crate::store::{Admit, Ingested, StoreResult};
-use crate::fanout;
 
 /// The body of `Store::ingest`, inside the writer's transaction. Room
 /// `admit` gives is recorded in `taken`, so that the caller can give it
