@@ -13,21 +13,8 @@
 //! `handed`: ingest hands every delivery to the engine (as when its lane
 //! has room); `backlog`: none is handed, each is claimed from the store.
 
-use std::sync::Arc;
-
-use herald::model::{Attempt, AttemptRecord, NewEvent, NextStep, Timestamp, Webhook};
-use herald::store::{Admit, ClaimWant, SqliteStore, Store};
-
-/// Ingest's room for handing deliveries over: all or none.
-struct Room(bool);
-
-impl Admit for Room {
-    fn take(&self, _: &str) -> bool {
-        self.0
-    }
-
-    fn give_back(&self, _: &str) {}
-}
+use herald::model::{Attempt, AttemptRecord, NewEvent, NextStep, NodeId, Timestamp, Webhook};
+use herald::store::{ClaimWant, HandOver, Lease, SqliteStore, Store};
 
 /// The bench's payload: seed 001's WhatsApp message status.
 fn payload(n: usize) -> String {
@@ -67,7 +54,7 @@ async fn main() {
         ..Webhook::new(&account, "http://127.0.0.1:9/hook", Default::default(), secret, start)
     };
     store.create_webhook(webhook).await.unwrap();
-    let admit: Arc<dyn Admit> = Arc::new(Room(handed));
+    let node = NodeId("node_cost".into());
     let cpu = cpu_seconds();
     for batch in 0..batches {
         // Time moves on as under load: about 2.5 ms per batch of 100.
@@ -81,13 +68,16 @@ async fn main() {
                 timestamp: None,
             })
             .collect();
-        let ingested = store.ingest(&account, events, now, admit.clone()).await.unwrap();
+        // Ingest's room for handing deliveries over: all or none.
+        let room =
+            HandOver { per_webhook: [("wh_cost".to_owned(), if handed { 100 } else { 0 })].into_iter().collect() };
+        let lease = Lease { node: node.clone(), until: now };
+        let ingested = store.ingest(&account, events, now, room, &lease).await.unwrap();
         let dues = if handed {
             ingested.handed
         } else {
-            let want =
-                ClaimWant { webhook_id: "wh_cost".into(), limit: 100, held: Some(Default::default()), after: None };
-            store.claim_due(now, now, vec![want]).await.unwrap().pop().unwrap().deliveries
+            let want = ClaimWant { webhook_id: "wh_cost".into(), limit: 100 };
+            store.claim_due(now, &lease, vec![want]).await.unwrap().pop().unwrap().deliveries
         };
         assert_eq!(dues.len(), 100);
         let records = dues
@@ -107,7 +97,7 @@ async fn main() {
                 next: NextStep::Success,
             })
             .collect();
-        store.record_attempts(std::sync::Arc::new(records), Vec::new(), now).await.unwrap();
+        store.record_attempts(&node, std::sync::Arc::new(records), Vec::new(), now).await.unwrap();
     }
     let events = batches * 100;
     let on_disk: u64 = ["herald.db", "herald.db-wal"]

@@ -43,12 +43,6 @@ impl Application {
                  it with /pa/set_webhook, switch the bot to it, then delete this webhook"
             );
         }
-        // This node is the database's only user, so anything leased was in
-        // flight when the previous process stopped: send it again now.
-        let released = store.release_leases(now).await.context("releasing leases")?;
-        if released > 0 {
-            tracing::info!(released, "resuming deliveries that were in flight at the last stop");
-        }
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
@@ -73,6 +67,13 @@ impl Application {
             engine_config.max_in_flight = budget;
         }
         let engine = Engine::new(store.clone(), clock.clone(), outbound.clone(), engine_config);
+        // A store one node owns: anything leased was in flight when the
+        // previous process stopped, so send it again now. (On a shared
+        // store this node is new and holds nothing yet.)
+        let released = store.release_leases(engine.node(), now).await.context("releasing leases")?;
+        if released > 0 {
+            tracing::info!(released, "resuming deliveries that were in flight at the last stop");
+        }
         let n_due = engine.load_schedule().await.context("loading the delivery schedule")?;
         if n_due > 0 {
             tracing::info!(webhooks = n_due, "webhooks with unfinished deliveries");

@@ -11,6 +11,17 @@ use time::format_description::well_known::Rfc3339;
 use crate::profile::{Profile, ProfileOptions};
 use crate::retry::RetryPolicy;
 
+/// One running `herald serve`: what leases deliveries to it in a store
+/// several nodes share. Made anew at each start.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeId(pub String);
+
+impl NodeId {
+    pub fn generate() -> NodeId {
+        NodeId(new_id("node"))
+    }
+}
+
 /// Milliseconds since the Unix epoch, as read from the one clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub i64);

@@ -20,8 +20,19 @@ impl Engine {
     pub async fn ingest(self: &Arc<Self>, account_id: &str, events: Vec<NewEvent>) -> StoreResult<Vec<IngestOutcome>> {
         let (engine, account_id) = (self.clone(), account_id.to_owned());
         let ingest = tokio::spawn(async move {
-            let admit = engine.admission();
-            let ingested = engine.store.ingest(&account_id, events, engine.clock.now(), admit).await?;
+            let now = engine.clock.now();
+            let room = engine.admission.lend(&account_id, events.len());
+            let lent = (!room.is_empty()).then(|| room.clone());
+            let ingested = match engine.store.ingest(&account_id, events, now, room, &engine.lease(now)).await {
+                Ok(ingested) => ingested,
+                Err(err) => {
+                    if let Some(lent) = &lent {
+                        engine.admission.give_back(lent);
+                    }
+                    return Err(err);
+                }
+            };
+            engine.admission.give_back(&ingested.unused);
             engine.hand_over(ingested.handed);
             let waiting = ingested.outcomes.iter().flat_map(|o| o.webhook_ids.iter().map(String::as_str));
             engine.mark_due(waiting, engine.clock.now());

@@ -45,8 +45,8 @@ pub use operational::{DELIVERY_EXHAUSTED, WEBHOOK_DISABLED, WEBHOOK_RECOVERED};
 
 use crate::clock::SharedClock;
 use crate::http_client::Outbound;
-use crate::model::{AttemptRecord, DueDelivery, Timestamp};
-use crate::store::{Admit, ClaimCursor, ClaimWant, IdMap, IdSet, Store};
+use crate::model::{AttemptRecord, DueDelivery, NodeId, Timestamp};
+use crate::store::{ClaimWant, ClaimedBatch, ClusterView, IdMap, IdSet, Lease, Store};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -79,21 +79,14 @@ impl Default for EngineConfig {
 const WEBHOOKS_PER_CLAIM: usize = 128;
 
 struct Lane {
+    account_id: String,
     permits: Arc<Semaphore>,
-    /// Deliveries claimed or handed over and not yet recorded: claims skip
-    /// them (for a single node this list is the lease), and a lease that
-    /// runs out mid-attempt must not start a second attempt.
+    /// Deliveries claimed or handed over and not yet recorded: the node's
+    /// work, whose leases it renews; a claim that hands one back while it
+    /// is in flight here (its lease ran out) must not start a second attempt.
     held: IdSet,
     /// Of those, attempted and waiting to be recorded.
     attempted: usize,
-    /// Where the last claim for this webhook stopped.
-    cursor: Option<ClaimCursor>,
-    /// The last claim filled up past the cursor: the next one need not be
-    /// told what is held (what lies past the cursor is not), which spares
-    /// copying the held list per claim. Such a claim reads nothing behind
-    /// the cursor: a delivery recorded and released while it read could
-    /// look due and not held. If it runs short, the next is told again.
-    streaming: bool,
 }
 
 impl Lane {
@@ -149,6 +142,11 @@ pub struct Dispatched {
 
 pub struct Engine {
     store: Arc<dyn Store>,
+    /// This process, as the store's leases name it.
+    node: NodeId,
+    /// The nodes sharing the store, as of the last heartbeat: this node's
+    /// share of each webhook's concurrency.
+    cluster: Mutex<ClusterView>,
     clock: SharedClock,
     outbound: Outbound,
     wake: Notify,
@@ -185,6 +183,8 @@ impl Engine {
     pub fn new(store: Arc<dyn Store>, clock: SharedClock, outbound: Outbound, config: EngineConfig) -> Arc<Engine> {
         let (to_record, recorder_inbox) = mpsc::unbounded_channel();
         Arc::new(Engine {
+            node: NodeId::generate(),
+            cluster: Mutex::new(ClusterView::ALONE),
             to_record,
             recorder_inbox: Mutex::new(Some(recorder_inbox)),
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -201,6 +201,11 @@ impl Engine {
         })
     }
 
+    /// This process, as the store's leases name it.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
     /// The last commit of finished attempts failed and is being retried.
     pub fn recording_stalled(&self) -> bool {
         self.recording_stalled.load(Ordering::Acquire)
@@ -213,7 +218,7 @@ impl Engine {
 
     /// Loads the schedule from the store (at start).
     pub async fn load_schedule(&self) -> anyhow::Result<usize> {
-        let due = self.store.due_webhooks().await?;
+        let due = self.store.due_webhooks(self.clock.now()).await?;
         let n = due.len();
         let mut schedule = self.schedule.lock().unwrap();
         for (webhook_id, at) in due {
@@ -232,7 +237,7 @@ impl Engine {
             if due_now && closed != Some(webhook_id) {
                 // Older deliveries wait in the store: fresh ones queue behind
                 // them. (Once per run of the same webhook.)
-                self.admission.set(webhook_id, false, 0, 0);
+                self.admission.close(webhook_id);
                 closed = Some(webhook_id);
             }
             // A batch names the same webhook many times: look up before
@@ -252,9 +257,20 @@ impl Engine {
         self.wake.notify_one();
     }
 
+    /// This node's share of a webhook's concurrent requests: the cap holds
+    /// across every node sharing the store.
+    fn concurrency(&self) -> usize {
+        self.cluster.lock().unwrap().share(self.config.per_webhook_concurrency)
+    }
+
     /// A lane holds at most this many claimed deliveries.
     fn lane_limit(&self) -> usize {
-        self.config.per_webhook_concurrency * 8
+        self.concurrency() * 8
+    }
+
+    /// A lease on what this node claims or is handed, from `now`.
+    fn lease(&self, now: Timestamp) -> Lease {
+        Lease { node: self.node.clone(), until: Timestamp(now.0.saturating_add(self.config.lease.as_millis() as i64)) }
     }
 
     /// Claimed deliveries held in memory across lanes before only idle
@@ -295,7 +311,7 @@ impl Engine {
                 Allowance::Any => {
                     // An idle webhook gets enough for its concurrency even
                     // when the budget is spent, so that none starves.
-                    let fair = if queued == 0 { self.config.per_webhook_concurrency.min(limit) } else { 0 };
+                    let fair = if queued == 0 { self.concurrency().min(limit) } else { 0 };
                     (limit - queued).min(budget.max(fair))
                 }
             };
@@ -309,7 +325,7 @@ impl Engine {
             }
             if claiming {
                 // Its time has come: fresh deliveries queue behind it.
-                self.admission.set(webhook_id, false, 0, 0);
+                self.admission.close(webhook_id);
             }
             if plan.wants.len() >= WEBHOOKS_PER_CLAIM {
                 wake_at(&mut plan, now);
@@ -317,13 +333,8 @@ impl Engine {
                 if allowance == Allowance::Probe {
                     plan.probes.insert(webhook_id.clone());
                 }
-                let (held, after) = match schedule.lanes.get(webhook_id) {
-                    Some(lane) if claiming && lane.streaming => (None, lane.cursor.clone()),
-                    Some(lane) if claiming => (Some(lane.held.clone()), lane.cursor.clone()),
-                    _ => (Some(IdSet::default()), None),
-                };
                 budget = budget.saturating_sub(room);
-                plan.wants.push(ClaimWant { webhook_id: webhook_id.clone(), limit: room, held, after });
+                plan.wants.push(ClaimWant { webhook_id: webhook_id.clone(), limit: room });
             }
         }
         if claiming {
@@ -350,8 +361,7 @@ impl Engine {
         if wants.is_empty() {
             return Ok(Dispatched { claimed: 0, next_wake, more_now: false });
         }
-        let lease_until = Timestamp(now.0.saturating_add(self.config.lease.as_millis() as i64));
-        let batches = match self.store.claim_due(now, lease_until, wants).await {
+        let batches = match self.store.claim_due(now, &self.lease(now), wants).await {
             Ok(batches) => batches,
             Err(err) => {
                 // The probes planned were never sent: without this, their
@@ -391,10 +401,7 @@ impl Engine {
                         entered.push((lane, due.delivery_id.clone()));
                     }
                 }
-                if let Some(lane) = schedule.lanes.get_mut(&batch.webhook_id) {
-                    lane.cursor = batch.cursor.clone().max(lane.cursor.take());
-                    lane.streaming = batch.filled_past_cursor;
-                }
+                self.adopt_circuit(&mut schedule, &batch, now);
                 self.refresh_room(&schedule, &batch.webhook_id, now);
             }
             if batch.next_due.is_some_and(|at| at <= now) {
@@ -443,22 +450,16 @@ impl Engine {
         }
     }
 
-    /// The room ingest uses to hand deliveries over.
-    pub fn admission(&self) -> Arc<dyn Admit> {
-        self.admission.clone()
-    }
-
     /// Counts a delivery into its webhook's lane; `None` if it is already
     /// in flight here.
     fn enter_lane(&self, schedule: &mut Schedule, due: &DueDelivery) -> Option<Arc<Semaphore>> {
         // Look up before allocating a key: the lane usually exists.
         if !schedule.lanes.contains_key(&due.webhook.id) {
             let lane = Lane {
-                permits: Arc::new(Semaphore::new(self.config.per_webhook_concurrency)),
+                account_id: due.webhook.account_id.clone(),
+                permits: Arc::new(Semaphore::new(self.concurrency())),
                 held: IdSet::default(),
                 attempted: 0,
-                cursor: None,
-                streaming: false,
             };
             schedule.lanes.insert(due.webhook.id.clone(), lane);
         }
@@ -477,9 +478,19 @@ impl Engine {
     fn refresh_room(&self, schedule: &Schedule, webhook_id: &str, now: Timestamp) {
         let waiting = schedule.due.get(webhook_id).is_some_and(|d| d.at <= now);
         let breaker_closed = schedule.breakers.get(webhook_id).is_none_or(|b| b.allowance(now) == Allowance::Any);
-        let queued = schedule.lanes.get(webhook_id).map_or(0, Lane::queued);
-        self.admission.set(webhook_id, !waiting && breaker_closed, self.lane_limit(), queued);
+        let lane = schedule.lanes.get(webhook_id);
+        let queued = lane.map_or(0, Lane::queued);
+        let account_id = lane.map(|lane| lane.account_id.as_str());
+        self.admission.set(webhook_id, account_id, !waiting && breaker_closed, self.lane_limit(), queued);
         self.admission.set_total(self.queue_limit(), schedule.total_queued);
+    }
+
+    /// Another node opened this webhook's circuit breaker: this node leaves
+    /// the receiver alone as long.
+    fn adopt_circuit(&self, schedule: &mut Schedule, batch: &ClaimedBatch, now: Timestamp) {
+        if let Some(until) = batch.circuit_open_until.filter(|until| *until > now) {
+            schedule.breakers.entry(batch.webhook_id.clone()).or_default().hold_until(until);
+        }
     }
 
     /// An attempt is over (or put off): the lane has room for another,
@@ -560,6 +571,10 @@ impl Engine {
         };
         if tokio::time::timeout(self.config.shutdown_grace, finish).await.is_err() {
             tracing::warn!("shutdown: attempts still in flight were abandoned; they run again at the next start");
+        }
+        // What this node still holds, any node may take at once.
+        if let Err(err) = self.store.release_leases(&self.node, self.clock.now()).await {
+            tracing::warn!(error = %err, "shutdown: could not hand back leases; they pass to other nodes when they run out");
         }
     }
 }

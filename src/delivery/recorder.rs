@@ -163,10 +163,15 @@ impl Engine {
         let mut wait_ms = STORE_RETRY_FIRST_MS;
         let mut other_failures = 0;
         loop {
-            let failed = match self.store.record_attempts(records.clone(), put_off.to_vec(), self.clock.now()).await {
-                Ok(()) => break,
-                Err(err) => err,
-            };
+            let failed =
+                match self.store.record_attempts(&self.node, records.clone(), put_off.to_vec(), self.clock.now()).await
+                {
+                    Ok(lost) => {
+                        self.lost_leases(&lost);
+                        break;
+                    }
+                    Err(err) => err,
+                };
             if !matches!(failed, StoreError::Unavailable(_)) {
                 other_failures += 1;
                 if other_failures >= TRIES_BEFORE_SPLITTING {
@@ -191,17 +196,26 @@ impl Engine {
         true
     }
 
+    /// Deliveries whose lease ran out before their attempts here were
+    /// recorded: another node claimed them, and its result stands.
+    fn lost_leases(&self, lost: &[DeliveryKey]) {
+        for key in lost {
+            tracing::warn!(delivery_id = %key.delivery_id, "lease lost before the attempt was recorded; another node has the delivery");
+        }
+    }
+
     /// Commits each record and each put-off delivery on its own, logging
     /// and leaving those the store refuses.
     async fn commit_one_by_one(&self, records: &[AttemptRecord], put_off: &[DeliveryKey]) {
         for record in records {
             let one = Arc::new(vec![record.clone()]);
-            if let Err(err) = self.store.record_attempts(one, Vec::new(), self.clock.now()).await {
+            if let Err(err) = self.store.record_attempts(&self.node, one, Vec::new(), self.clock.now()).await {
                 tracing::error!(delivery_id = %record.delivery_id, error = %err, "could not record an attempt; left unrecorded");
             }
         }
         for key in put_off {
-            if let Err(err) = self.store.record_attempts(Arc::default(), vec![key.clone()], self.clock.now()).await {
+            let (none, one) = (Arc::default(), vec![key.clone()]);
+            if let Err(err) = self.store.record_attempts(&self.node, none, one, self.clock.now()).await {
                 tracing::error!(delivery_id = %key.delivery_id, error = %err, "could not hand a delivery back");
             }
         }

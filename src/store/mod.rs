@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use crate::model::{
     Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryKey, DueDelivery, Event, IngestOutcome,
-    NewEvent, Principal, Timestamp, Webhook,
+    NewEvent, NodeId, Principal, Timestamp, Webhook,
 };
 
 pub use postgres::PgStore;
@@ -57,26 +57,19 @@ impl From<crate::fanout::Refusal> for StoreError {
     }
 }
 
+/// A node's hold on deliveries: `node` may send them until `until`; past
+/// it, another node may claim them. A node renews what it still works on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub node: NodeId,
+    pub until: Timestamp,
+}
+
 /// What the engine asks one claim for, per webhook.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ClaimWant {
     pub webhook_id: String,
     pub limit: usize,
-    /// Deliveries of this webhook in the engine's hands, as of before the
-    /// claim. `None` when the engine does not send them (it expects the
-    /// claim to find enough past `after`): then the claim reads only past
-    /// `after`, since anything behind it might be held.
-    pub held: Option<IdSet>,
-    /// Where the previous claim for this webhook stopped: a hint that lets
-    /// a claim start past what it has already handed out (and is held).
-    pub after: Option<ClaimCursor>,
-}
-
-/// A place in a webhook's due order (by time, then id).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ClaimCursor {
-    pub due_at: Timestamp,
-    pub delivery_id: String,
 }
 
 /// What one claim took for one webhook.
@@ -84,31 +77,77 @@ pub struct ClaimCursor {
 pub struct ClaimedBatch {
     pub webhook_id: String,
     pub deliveries: Vec<DueDelivery>,
-    /// When the webhook's next unclaimed delivery falls due, if it has one.
+    /// When the webhook's next delivery that no node holds falls due, if it
+    /// has one.
     pub next_due: Option<Timestamp>,
-    /// Where this claim stopped, for the next one's `after`.
-    pub cursor: Option<ClaimCursor>,
-    /// The claim filled up from what lies past `after` alone, so the next
-    /// may well too: it need not be told what is held.
-    pub filled_past_cursor: bool,
+    /// The webhook's circuit breaker is open on some node until then: every
+    /// node leaves the receiver alone until that time.
+    pub circuit_open_until: Option<Timestamp>,
 }
 
-/// Lets ingest hand fresh deliveries straight to the delivery engine: a
-/// delivery it takes room for is written already leased and comes back in
-/// `Ingested::handed`, so the engine never claims it from the store.
-pub trait Admit: Send + Sync {
-    /// Takes room for one fresh delivery of `webhook_id`, if there is any.
-    fn take(&self, webhook_id: &str) -> bool;
-    /// Gives back room taken for a delivery that was not committed.
-    fn give_back(&self, webhook_id: &str);
+/// Room to hand fresh deliveries straight to the engine, by webhook: how
+/// many ingest may write already leased to the ingesting node (they skip
+/// the claim). Ingest answers what it handed and the room it left unused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandOver {
+    pub per_webhook: IdMap<usize>,
+}
+
+impl HandOver {
+    pub fn is_empty(&self) -> bool {
+        self.per_webhook.is_empty()
+    }
+
+    /// Takes room for one delivery of `webhook_id`, if any is left.
+    pub fn take(&mut self, webhook_id: &str) -> bool {
+        match self.per_webhook.get_mut(webhook_id) {
+            Some(free) if *free > 0 => {
+                *free -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What one ingest committed.
 #[derive(Debug, Default)]
 pub struct Ingested {
     pub outcomes: Vec<IngestOutcome>,
-    /// New deliveries handed to the engine in memory (leased as written).
+    /// New deliveries handed to the engine (leased to its node as written).
     pub handed: Vec<DueDelivery>,
+    /// The room offered and not used.
+    pub unused: HandOver,
+}
+
+/// "Webhook W has a delivery due at T that no node holds": how a store
+/// shared by several nodes tells each engine of work another node made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueNotice {
+    pub webhook_id: String,
+    pub at: Timestamp,
+}
+
+/// The nodes sharing a store, as one node sees them at its heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Nodes whose heartbeat is current, this one included.
+    pub nodes: usize,
+    /// This node's place among them (0-based, by node id): it decides the
+    /// node's share of limits that hold for the whole cluster.
+    pub rank: usize,
+}
+
+impl ClusterView {
+    pub const ALONE: ClusterView = ClusterView { nodes: 1, rank: 0 };
+
+    /// This node's share of a limit that holds across the cluster: the
+    /// shares of all nodes add up to `limit`, and a node whose share is
+    /// nothing leaves that work to the others.
+    pub fn share(&self, limit: usize) -> usize {
+        let nodes = self.nodes.max(1);
+        limit / nodes + usize::from(self.rank < limit % nodes)
+    }
 }
 
 /// What the first start of a database created.
@@ -167,43 +206,70 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores events and their deliveries in one durable commit. A known
     /// caller id returns the original event and creates nothing. A new
-    /// delivery `admit` takes room for is handed over; on an error, every
-    /// room taken has been given back.
+    /// delivery whose webhook has `room` left is written leased to `lease`
+    /// and handed over; the others are due now, for any node to claim.
+    /// On an error, nothing was written and all the room is unused.
     async fn ingest(
         &self,
         account_id: &str,
         events: Vec<NewEvent>,
         now: Timestamp,
-        admit: std::sync::Arc<dyn Admit>,
+        room: HandOver,
+        lease: &Lease,
     ) -> StoreResult<Ingested>;
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<Event>>;
 
     /// For each want, claims up to `limit` of that webhook's deliveries due
-    /// at `now`, skipping those the engine holds, and tells when its next
-    /// delivery not held falls due. A store shared by several nodes leases
-    /// what it returns until `lease_until`; one node's SQLite file needs no
-    /// lease beyond the engine's own list. Deliveries of a disabled or
-    /// deleted webhook are failed instead of returned.
-    async fn claim_due(
-        &self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        wants: Vec<ClaimWant>,
-    ) -> StoreResult<Vec<ClaimedBatch>>;
-    /// Every webhook with unfinished deliveries and when the first falls due.
-    async fn due_webhooks(&self) -> StoreResult<Vec<(String, Timestamp)>>;
+    /// at `now` that no node holds (or whose lease ran out), leasing them to
+    /// `lease`, and tells when its next delivery no node holds falls due.
+    /// Deliveries of a disabled or deleted webhook are failed instead of
+    /// returned.
+    async fn claim_due(&self, now: Timestamp, lease: &Lease, wants: Vec<ClaimWant>) -> StoreResult<Vec<ClaimedBatch>>;
+    /// Extends `lease` to the deliveries named that its node still holds;
+    /// answers those it no longer holds (its lease ran out and another node
+    /// claimed them, or they were finished).
+    async fn renew_leases(&self, lease: &Lease, deliveries: Vec<DeliveryKey>) -> StoreResult<Vec<DeliveryKey>>;
+    /// Every webhook with unfinished deliveries that no node holds at `now`,
+    /// and when the first falls due.
+    async fn due_webhooks(&self, now: Timestamp) -> StoreResult<Vec<(String, Timestamp)>>;
     /// Records attempts and each delivery's next step, and hands back
-    /// `put_off` deliveries (claimed but not sent) unchanged, in one commit.
-    /// The records are shared so that a caller can try again after an
+    /// `put_off` deliveries (claimed but not sent) unchanged, in one commit,
+    /// for the deliveries that `node` holds; answers those it did not hold
+    /// (their records were not written: another node has them now). The
+    /// records are shared so that a caller can try again after an
     /// `Unavailable` without copying them first.
     async fn record_attempts(
         &self,
+        node: &NodeId,
         records: std::sync::Arc<Vec<AttemptRecord>>,
         put_off: Vec<DeliveryKey>,
         now: Timestamp,
-    ) -> StoreResult<()>;
-    /// Makes every leased delivery due at `now` (a single node's restart).
-    async fn release_leases(&self, now: Timestamp) -> StoreResult<u64>;
+    ) -> StoreResult<Vec<DeliveryKey>>;
+    /// Hands back every delivery `node` holds, due at once for any node (a
+    /// graceful shutdown). A store one node owns hands back every lease, so
+    /// that a start resumes what the last run left unfinished.
+    async fn release_leases(&self, node: &NodeId, now: Timestamp) -> StoreResult<u64>;
+    /// Notices of deliveries that other nodes made due, for a store shared
+    /// by several nodes: taken once, by the engine. `None` for a store one
+    /// node owns (its engine learns of all work in process).
+    fn due_notices(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<DueNotice>> {
+        None
+    }
+    /// Marks `node` alive until `until` and answers the nodes alive at
+    /// `now`. A store one node owns has no others.
+    async fn heartbeat(&self, _node: &NodeId, _now: Timestamp, _until: Timestamp) -> StoreResult<ClusterView> {
+        Ok(ClusterView::ALONE)
+    }
+    /// Shares a webhook's circuit breaker with every node: open until the
+    /// time given, or closed (`None`). A store one node owns keeps nothing.
+    async fn set_circuit(&self, _webhook_id: &str, _open_until: Option<Timestamp>) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Whether several nodes may share this store (so leases, notices and
+    /// heartbeats matter).
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     async fn list_deliveries(&self, account_id: &str, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>>;
     async fn get_delivery(&self, account_id: &str, id: &str) -> StoreResult<Option<(Delivery, Vec<Attempt>)>>;

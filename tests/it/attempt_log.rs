@@ -3,7 +3,7 @@
 //! the stats read both, whichever way a database recorded them.
 
 use herald::model::{Attempt, AttemptRecord, ErrorClass, NextStep, Timestamp};
-use herald::store::{IdSet, SqliteStore, Store};
+use herald::store::{SqliteStore, Store};
 
 use crate::claims::{NOW, backlog, claim, ids};
 
@@ -79,25 +79,42 @@ async fn durations(store: &SqliteStore, account: &str) -> Vec<u64> {
 #[tokio::test]
 async fn a_delivery_s_attempts_read_first_to_last_with_the_first_in_its_row() {
     let (store, account, _dir) = backlog(2).await;
-    let all = ids(&claim(&store, &IdSet::default(), None, 2).await);
+    let all = ids(&claim(&store, 2).await);
     let (a, b) = (&all[0], &all[1]);
 
     store
         .record_attempts(
+            &crate::claims::node(),
             std::sync::Arc::new(vec![record(&account, a, 1, 500, 11), record(&account, b, 1, 503, 12)]),
             Vec::new(),
             NOW,
         )
         .await
         .unwrap();
-    store.record_attempts(std::sync::Arc::new(vec![record(&account, a, 2, 200, 21)]), Vec::new(), NOW).await.unwrap();
+    store
+        .record_attempts(
+            &crate::claims::node(),
+            std::sync::Arc::new(vec![record(&account, a, 2, 200, 21)]),
+            Vec::new(),
+            NOW,
+        )
+        .await
+        .unwrap();
     assert_eq!(log_of(&store, &account, a).await, vec![entry(1, 500, 11), entry(2, 200, 21)]);
     let (delivery, _) = store.get_delivery(&account, a).await.unwrap().unwrap();
     assert_eq!((delivery.n_attempts, delivery.last_status_code), (2, Some(200)));
 
     // An engine that says "first" of a delivery the store has seen tried is
     // not believed: the attempt goes to the log as the second.
-    store.record_attempts(std::sync::Arc::new(vec![record(&account, b, 1, 200, 22)]), Vec::new(), NOW).await.unwrap();
+    store
+        .record_attempts(
+            &crate::claims::node(),
+            std::sync::Arc::new(vec![record(&account, b, 1, 200, 22)]),
+            Vec::new(),
+            NOW,
+        )
+        .await
+        .unwrap();
     assert_eq!(log_of(&store, &account, b).await, vec![entry(1, 503, 12), entry(1, 200, 22)]);
     let (delivery, _) = store.get_delivery(&account, b).await.unwrap().unwrap();
     assert_eq!(delivery.n_attempts, 2);
@@ -110,7 +127,7 @@ async fn a_first_attempt_recorded_before_migration_4_reads_before_the_attempts_a
     // A database as migration 3 left it, with one delivery tried once: its
     // first attempt is a row of the log.
     let (store, account, dir) = backlog(1).await;
-    let id = ids(&claim(&store, &IdSet::default(), None, 1).await).remove(0);
+    let id = ids(&claim(&store, 1).await).remove(0);
     drop(store);
     let path = dir.path().join("herald.db");
     rewrite_at_schema_version(&path, 3);
@@ -126,7 +143,15 @@ async fn a_first_attempt_recorded_before_migration_4_reads_before_the_attempts_a
 
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(schema_version(&path), herald::store::schema_migrations().len(), "migrated on open");
-    store.record_attempts(std::sync::Arc::new(vec![record(&account, &id, 2, 200, 23)]), Vec::new(), NOW).await.unwrap();
+    store
+        .record_attempts(
+            &crate::claims::node(),
+            std::sync::Arc::new(vec![record(&account, &id, 2, 200, 23)]),
+            Vec::new(),
+            NOW,
+        )
+        .await
+        .unwrap();
     assert_eq!(log_of(&store, &account, &id).await, vec![entry(1, 500, 13), entry(2, 200, 23)]);
     assert_eq!(durations(&store, &account).await, vec![13, 23]);
 }

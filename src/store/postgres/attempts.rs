@@ -6,7 +6,8 @@
 
 use deadpool_postgres::GenericClient;
 
-use crate::model::{Attempt, AttemptRecord, DeliveryKey, DeliveryStatus, ErrorClass, NextStep, Timestamp};
+use super::notices::notify_due_at;
+use crate::model::{Attempt, AttemptRecord, DeliveryKey, DeliveryStatus, ErrorClass, NextStep, NodeId, Timestamp};
 use crate::store::StoreResult;
 
 /// Records' columns, one array each, for `UNNEST`.
@@ -75,16 +76,17 @@ const RECORDS: &str = "UNNEST($3::text[], $4::text[], $5::text[], $6::int8[], $7
 
 /// Records finished attempts of deliveries `node` holds, and lets go of
 /// its `put_off` deliveries (not sent: they wait again, attempts intact),
-/// inside the caller's transaction. Returns how many records were refused
-/// because `node` does not hold their delivery.
+/// inside the caller's transaction. Answers the deliveries `node` did not
+/// hold, whose records were not written.
 pub(super) async fn record(
     tx: &deadpool_postgres::Transaction<'_>,
-    node: &str,
+    node: &NodeId,
     records: &[AttemptRecord],
     put_off: &[DeliveryKey],
     now: Timestamp,
-) -> StoreResult<usize> {
-    let mut refused = 0;
+) -> StoreResult<Vec<DeliveryKey>> {
+    let node = node.0.as_str();
+    let mut lost = Vec::new();
     if !records.is_empty() {
         // First attempts into the delivery's row, while the row says no
         // attempt was made: the engine's count is checked, not trusted.
@@ -120,18 +122,25 @@ pub(super) async fn record(
                      WHERE d.lease_owner = $2 AND $1::int8 IS NOT NULL" // ($1, the time, is bound for all three alike)
                 ))
                 .await?;
-            tx.execute(&insert, &later.params(&now.0, &node)).await?;
+            let written = tx.execute(&insert, &later.params(&now.0, &node)).await?;
             let update = tx
                 .prepare_cached(&format!(
                     "UPDATE deliveries d SET status = u.status, n_attempts = d.n_attempts + 1, \
                      final_attempt = FALSE, next_attempt_at = u.next_at, lease_owner = NULL, lease_until = NULL, \
                      last_status_code = u.code, last_error = u.last_error, updated_at = $1 \
                      FROM {RECORDS} \
-                     WHERE d.account_id = u.account_id AND d.id = u.id AND d.lease_owner = $2"
+                     WHERE d.account_id = u.account_id AND d.id = u.id AND d.lease_owner = $2 \
+                     RETURNING d.id"
                 ))
                 .await?;
-            let n = tx.execute(&update, &later.params(&now.0, &node)).await? as usize;
-            refused = later.ids.len() - n.min(later.ids.len());
+            let updated: std::collections::HashSet<String> =
+                tx.query(&update, &later.params(&now.0, &node)).await?.iter().map(|r| r.get(0)).collect();
+            debug_assert_eq!(written as usize, updated.len());
+            lost = records
+                .iter()
+                .filter(|r| !done.contains(&r.delivery_id) && !updated.contains(&r.delivery_id))
+                .map(|r| DeliveryKey { account_id: r.account_id.clone(), delivery_id: r.delivery_id.clone() })
+                .collect();
         }
     }
     if !put_off.is_empty() {
@@ -141,12 +150,22 @@ pub(super) async fn record(
             .prepare_cached(
                 "UPDATE deliveries d SET lease_owner = NULL, lease_until = NULL \
                  FROM UNNEST($2::text[], $3::text[]) AS k(account_id, id) \
-                 WHERE d.account_id = k.account_id AND d.id = k.id AND d.lease_owner = $1",
+                 WHERE d.account_id = k.account_id AND d.id = k.id AND d.lease_owner = $1 \
+                 RETURNING d.webhook_id, d.next_attempt_at",
             )
             .await?;
-        tx.execute(&release, &[&node, &accounts, &ids]).await?;
+        // Put off here, due for any node: the others hear of them.
+        let mut due: Vec<(String, i64)> = tx
+            .query(&release, &[&node, &accounts, &ids])
+            .await?
+            .iter()
+            .filter_map(|r| Some((r.get(0), r.get::<_, Option<i64>>(1)?)))
+            .collect();
+        due.sort();
+        due.dedup_by(|a, b| a.0 == b.0);
+        notify_due_at(tx, due, node).await?;
     }
-    Ok(refused)
+    Ok(lost)
 }
 
 /// One delivery's attempts, first to last.

@@ -3,8 +3,8 @@
 //! round: for every webhook wanted, its due deliveries that no node holds
 //! (or whose lease ran out), oldest first, `FOR UPDATE SKIP LOCKED` so
 //! that nodes claiming at once never wait for each other nor take the same
-//! row. The engine's own held list is still honoured, so a delivery it is
-//! sending cannot come back to it after its lease ran out on the clock.
+//! row. Each claim also reads the webhook's circuit breaker as the nodes
+//! share it, so a breaker one node opened holds on every node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,26 +14,29 @@ use deadpool_postgres::GenericClient;
 use super::rows::{N_WEBHOOK_COLUMNS, WEBHOOK_COLUMNS, webhook_from_row};
 use crate::model::{DueDelivery, Timestamp, Webhook};
 use crate::sealing::AtRest;
-use crate::store::{ClaimWant, ClaimedBatch, StoreResult};
+use crate::store::{ClaimWant, ClaimedBatch, Lease, StoreResult};
 
-/// Claims for every want, leasing to `node` until `lease_until`, inside
-/// the caller's transaction. Deliveries of a deleted or disabled webhook
-/// are failed instead.
+/// Claims for every want, leasing to `lease`, inside the caller's
+/// transaction. Deliveries of a deleted or disabled webhook are failed
+/// instead.
 pub(super) async fn claim(
     tx: &deadpool_postgres::Transaction<'_>,
-    (node, now, lease_until): (&str, Timestamp, Timestamp),
+    now: Timestamp,
+    lease: &Lease,
     wants: Vec<ClaimWant>,
     at_rest: &AtRest,
 ) -> StoreResult<Vec<ClaimedBatch>> {
     let webhook_ids: Vec<&str> = wants.iter().map(|w| w.webhook_id.as_str()).collect();
-    let held: Vec<&str> =
-        wants.iter().filter_map(|w| w.held.as_ref()).flat_map(|held| held.iter().map(String::as_str)).collect();
-    let sql = format!("SELECT {WEBHOOK_COLUMNS}, w.deleted FROM webhooks w WHERE w.id = ANY($1)");
+    let sql = format!("SELECT {WEBHOOK_COLUMNS}, w.deleted, w.circuit_open_until FROM webhooks w WHERE w.id = ANY($1)");
     let stmt = tx.prepare_cached(&sql).await?;
     let mut webhooks: HashMap<String, (Arc<Webhook>, bool)> = HashMap::new();
+    let mut circuits: HashMap<String, Timestamp> = HashMap::new();
     for row in tx.query(&stmt, &[&webhook_ids]).await? {
         let webhook = webhook_from_row(&row, 0, at_rest)?;
         let deleted: bool = row.try_get(N_WEBHOOK_COLUMNS)?;
+        if let Some(until) = row.try_get::<_, Option<i64>>(N_WEBHOOK_COLUMNS + 1)? {
+            circuits.insert(webhook.id.clone(), Timestamp(until));
+        }
         webhooks.insert(webhook.id.clone(), (Arc::new(webhook), deleted));
     }
     // Which wants are refused (gone, deleted, disabled), and why.
@@ -60,12 +63,12 @@ pub(super) async fn claim(
             .prepare_cached(
                 "UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, lease_owner = NULL, \
                  lease_until = NULL, last_status_code = NULL, last_error = r.reason, updated_at = $2 \
-                 FROM UNNEST($3::text[], $4::text[]) AS r(webhook_id, reason) \
-                 WHERE d.webhook_id = r.webhook_id AND d.next_attempt_at <= $2 \
-                 AND (d.lease_until IS NULL OR d.lease_until < $2) AND NOT (d.id = ANY($1))",
+                 FROM UNNEST($2::text[], $3::text[]) AS r(webhook_id, reason) \
+                 WHERE d.webhook_id = r.webhook_id AND d.next_attempt_at <= $1 \
+                 AND (d.lease_until IS NULL OR d.lease_until < $1)",
             )
             .await?;
-        tx.execute(&fail, &[&held, &now.0, &refused_ids, &reasons]).await?;
+        tx.execute(&fail, &[&now.0, &refused_ids, &reasons]).await?;
     }
     let mut claimed: HashMap<String, Vec<(i64, String, i64, bool, i64)>> = HashMap::new();
     if !live_ids.is_empty() {
@@ -76,14 +79,14 @@ pub(super) async fn claim(
                      CROSS JOIN LATERAL ( \
                          SELECT account_id, id FROM deliveries \
                          WHERE webhook_id = w.webhook_id AND next_attempt_at <= $3 \
-                         AND (lease_until IS NULL OR lease_until < $3) AND NOT (id = ANY($4)) \
+                         AND (lease_until IS NULL OR lease_until < $3) \
                          ORDER BY next_attempt_at, id LIMIT w.n FOR UPDATE SKIP LOCKED) AS p) \
-                 UPDATE deliveries d SET lease_owner = $5, lease_until = $6 FROM picked \
+                 UPDATE deliveries d SET lease_owner = $4, lease_until = $5 FROM picked \
                  WHERE d.account_id = picked.account_id AND d.id = picked.id \
                  RETURNING d.webhook_id, d.next_attempt_at, d.id, d.n_attempts, d.final_attempt, d.event_seq",
             )
             .await?;
-        let rows = tx.query(&take, &[&live_ids, &live_limits, &now.0, &held, &node, &lease_until.0]).await?;
+        let rows = tx.query(&take, &[&live_ids, &live_limits, &now.0, &lease.node.0, &lease.until.0]).await?;
         for row in rows {
             let webhook_id: String = row.try_get(0)?;
             claimed.entry(webhook_id).or_default().push((
@@ -115,11 +118,11 @@ pub(super) async fn claim(
             "SELECT w.webhook_id, n.at FROM UNNEST($1::text[]) AS w(webhook_id) CROSS JOIN LATERAL ( \
                  SELECT next_attempt_at AS at FROM deliveries WHERE webhook_id = w.webhook_id \
                  AND next_attempt_at IS NOT NULL AND (lease_until IS NULL OR lease_until < $2) \
-                 AND NOT (id = ANY($3)) ORDER BY next_attempt_at LIMIT 1) AS n",
+                 ORDER BY next_attempt_at LIMIT 1) AS n",
         )
         .await?;
     let next_due: HashMap<String, i64> =
-        tx.query(&next, &[&webhook_ids, &now.0, &held]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+        tx.query(&next, &[&webhook_ids, &now.0]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
 
     let mut batches = Vec::with_capacity(wants.len());
     for want in wants {
@@ -146,25 +149,23 @@ pub(super) async fn claim(
             true => Some(now),
             false => next_due.get(&want.webhook_id).map(|at| Timestamp(*at)),
         };
-        batches.push(ClaimedBatch {
-            webhook_id: want.webhook_id,
-            deliveries,
-            next_due,
-            cursor: None,
-            filled_past_cursor: false,
-        });
+        let circuit_open_until = circuits.get(&want.webhook_id).copied().filter(|until| *until > now);
+        batches.push(ClaimedBatch { webhook_id: want.webhook_id, deliveries, next_due, circuit_open_until });
     }
     Ok(batches)
 }
 
-/// Every webhook with unfinished deliveries and when the first falls due:
-/// for one a node holds, when its lease runs out.
-pub(super) async fn due_webhooks(client: &impl GenericClient) -> StoreResult<Vec<(String, Timestamp)>> {
+/// Every webhook with unfinished deliveries no node holds at `now` (`None`:
+/// held or not), and when the first falls due.
+pub(super) async fn due_webhooks(
+    client: &impl GenericClient,
+    now: Option<Timestamp>,
+) -> StoreResult<Vec<(String, Timestamp)>> {
     let rows = client
         .query(
-            "SELECT webhook_id, MIN(GREATEST(next_attempt_at, COALESCE(lease_until + 1, next_attempt_at))) \
-             FROM deliveries WHERE next_attempt_at IS NOT NULL GROUP BY webhook_id",
-            &[],
+            "SELECT webhook_id, MIN(next_attempt_at) FROM deliveries WHERE next_attempt_at IS NOT NULL \
+             AND ($1::int8 IS NULL OR lease_until IS NULL OR lease_until < $1) GROUP BY webhook_id",
+            &[&now.map(|t| t.0)],
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), Timestamp(r.get(1)))).collect())

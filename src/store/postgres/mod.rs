@@ -3,15 +3,16 @@
 //! errors mean, `schema` the migrations, `rows` the row mapping, `writes`
 //! the ingest transaction, `claims` leasing due deliveries to a node,
 //! `attempts` the attempt log, `log` the delivery log's reads, `secrets`
-//! the start-up pass over secrets at rest.
-//!
-//! Each store handle is one node: it makes its id at open, and its leases
-//! carry it.
+//! the start-up pass over secrets at rest, `notices` the due notices
+//! between nodes (`NOTIFY` / `LISTEN`), `cluster` heartbeats and shared
+//! circuit breakers.
 
 mod attempts;
 mod claims;
+mod cluster;
 mod connect;
 mod log;
+mod notices;
 mod rows;
 mod schema;
 mod secrets;
@@ -26,23 +27,26 @@ use deadpool_postgres::{GenericClient, Pool};
 use self::connect::PgOptions;
 use self::rows::{WEBHOOK_COLUMNS, WebhookValues, find_delivery, webhook_from_row};
 use super::tokens::{API_TOKEN, KnownTokens, VIBER_BOT_TOKEN, principal_of};
-use super::{Admit, Bootstrap, ClaimWant, ClaimedBatch, Ingested, Store, StoreError, StoreResult};
+use super::{
+    Bootstrap, ClaimWant, ClaimedBatch, ClusterView, DueNotice, HandOver, Ingested, Lease, Store, StoreError,
+    StoreResult,
+};
 use crate::model::{
     Account, Attempt, AttemptRecord, DEFAULT_DISABLE_AFTER_SECONDS, Delivery, DeliveryFilter, DeliveryKey,
-    DeliveryStatus, Event, NewEvent, Principal, Timestamp, Webhook, new_id,
+    DeliveryStatus, Event, NewEvent, NodeId, Principal, Timestamp, Webhook, new_id,
 };
 use crate::sealing::AtRest;
 use crate::signing;
 use crate::stats::WebhookSample;
 
-/// How long a delivery ingest hands to the engine stays leased to this
-/// node: the engine's claims lease for its own configured time.
-const HANDED_LEASE_MS: i64 = 300_000;
-
 pub struct PgStore {
     pool: Pool,
-    /// This node's id, which its leases carry.
-    node: String,
+    /// How to reach the server, for the due-notice listener's connection.
+    config: tokio_postgres::Config,
+    /// Whether the due-notice feed was taken (it is made once).
+    notices_taken: std::sync::atomic::AtomicBool,
+    /// Stops the listener when the store goes.
+    stop: tokio_util::sync::CancellationToken,
     known_tokens: KnownTokens,
     /// Seals secrets on every write and opens them on every read.
     at_rest: AtRest,
@@ -61,16 +65,24 @@ impl PgStore {
         drop(client);
         let _ = driver.await;
         let pool = options.pool()?;
-        Ok(PgStore { pool, node: new_id("node"), known_tokens: KnownTokens::default(), at_rest })
-    }
-
-    /// This node's id, as its leases name it.
-    pub fn node_id(&self) -> &str {
-        &self.node
+        Ok(PgStore {
+            pool,
+            config: options.config,
+            notices_taken: Default::default(),
+            stop: Default::default(),
+            known_tokens: KnownTokens::default(),
+            at_rest,
+        })
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -353,24 +365,14 @@ impl Store for PgStore {
         account_id: &str,
         events: Vec<NewEvent>,
         now: Timestamp,
-        admit: Arc<dyn Admit>,
+        room: HandOver,
+        lease: &Lease,
     ) -> StoreResult<Ingested> {
-        let mut taken = Vec::new();
-        let lease = (self.node.as_str(), Timestamp(now.0.saturating_add(HANDED_LEASE_MS)));
-        let result = async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let ingested =
-                writes::ingest_in(&tx, account_id, events, now, &*admit, &mut taken, &self.at_rest, lease).await?;
-            tx.commit().await?;
-            Ok(ingested)
-        }
-        .await;
-        if result.is_err() {
-            // Not committed: the handed deliveries were never written.
-            taken.iter().for_each(|webhook_id| admit.give_back(webhook_id));
-        }
-        result
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let ingested = writes::ingest_in(&tx, account_id, events, now, room, lease, &self.at_rest).await?;
+        tx.commit().await?;
+        Ok(ingested)
     }
 
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<Event>> {
@@ -394,47 +396,103 @@ impl Store for PgStore {
         }))
     }
 
-    async fn claim_due(
-        &self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        wants: Vec<ClaimWant>,
-    ) -> StoreResult<Vec<ClaimedBatch>> {
+    async fn claim_due(&self, now: Timestamp, lease: &Lease, wants: Vec<ClaimWant>) -> StoreResult<Vec<ClaimedBatch>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let batches = claims::claim(&tx, (&self.node, now, lease_until), wants, &self.at_rest).await?;
+        let batches = claims::claim(&tx, now, lease, wants, &self.at_rest).await?;
         tx.commit().await?;
         Ok(batches)
     }
 
-    async fn due_webhooks(&self) -> StoreResult<Vec<(String, Timestamp)>> {
+    async fn renew_leases(&self, lease: &Lease, deliveries: Vec<DeliveryKey>) -> StoreResult<Vec<DeliveryKey>> {
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let accounts: Vec<&str> = deliveries.iter().map(|k| k.account_id.as_str()).collect();
+        let ids: Vec<&str> = deliveries.iter().map(|k| k.delivery_id.as_str()).collect();
         let client = self.client().await?;
-        claims::due_webhooks(&client).await
+        let stmt = client
+            .prepare_cached(
+                "UPDATE deliveries d SET lease_until = $2 FROM UNNEST($3::text[], $4::text[]) AS k(account_id, id) \
+                 WHERE d.account_id = k.account_id AND d.id = k.id AND d.lease_owner = $1 RETURNING d.id",
+            )
+            .await?;
+        let renewed: std::collections::HashSet<String> = client
+            .query(&stmt, &[&lease.node.0, &lease.until.0, &accounts, &ids])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(deliveries.into_iter().filter(|k| !renewed.contains(&k.delivery_id)).collect())
+    }
+
+    async fn due_webhooks(&self, now: Timestamp) -> StoreResult<Vec<(String, Timestamp)>> {
+        let client = self.client().await?;
+        claims::due_webhooks(&client, Some(now)).await
     }
 
     async fn record_attempts(
         &self,
+        node: &NodeId,
         records: Arc<Vec<AttemptRecord>>,
         put_off: Vec<DeliveryKey>,
         now: Timestamp,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<DeliveryKey>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let refused = attempts::record(&tx, &self.node, &records, &put_off, now).await?;
+        let lost = attempts::record(&tx, node, &records, &put_off, now).await?;
         tx.commit().await?;
-        if refused > 0 {
-            tracing::warn!(refused, "attempts not recorded: this node no longer holds their deliveries");
-        }
-        Ok(())
+        Ok(lost)
     }
 
-    async fn release_leases(&self, _now: Timestamp) -> StoreResult<u64> {
-        // Today's engine calls this at start as the database's only node.
-        let client = self.client().await?;
-        let n = client
-            .execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL", &[])
-            .await?;
+    async fn release_leases(&self, node: &NodeId, _now: Timestamp) -> StoreResult<u64> {
+        // Only this node's: the others' are theirs until they run out.
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let due: Vec<(String, i64)> = tx
+            .query(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 \
+                 RETURNING webhook_id, next_attempt_at",
+                &[&node.0],
+            )
+            .await?
+            .iter()
+            .filter_map(|r| Some((r.get(0), r.get::<_, Option<i64>>(1)?)))
+            .collect();
+        let n = due.len() as u64;
+        let mut earliest: std::collections::BTreeMap<String, i64> = Default::default();
+        for (webhook_id, at) in due {
+            let slot = earliest.entry(webhook_id).or_insert(at);
+            *slot = (*slot).min(at);
+        }
+        notices::notify_due_at(&tx, earliest.into_iter().collect(), &node.0).await?;
+        tx.commit().await?;
         Ok(n)
+    }
+
+    fn due_notices(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<DueNotice>> {
+        if self.notices_taken.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return None;
+        }
+        // Notices from this process's own node are skipped by id; the
+        // engine names its node in its leases, which the listener does
+        // not know, so it filters nothing here and the engine's own
+        // notices come back (harmless: it knows that work already).
+        Some(notices::listen(self.config.clone(), NodeId(String::new()), self.stop.clone()))
+    }
+
+    async fn heartbeat(&self, node: &NodeId, now: Timestamp, until: Timestamp) -> StoreResult<ClusterView> {
+        let client = self.client().await?;
+        cluster::heartbeat(&client, node, now, until).await
+    }
+
+    async fn set_circuit(&self, webhook_id: &str, open_until: Option<Timestamp>) -> StoreResult<()> {
+        let client = self.client().await?;
+        cluster::set_circuit(&client, webhook_id, open_until).await
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     async fn list_deliveries(&self, account_id: &str, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>> {

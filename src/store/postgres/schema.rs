@@ -12,7 +12,8 @@ use tokio_postgres::Client;
 
 /// Schema migrations, applied in order; `herald_schema.version` counts how
 /// many a database has had. Append only: never edit a shipped migration.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE accounts (
     id TEXT COLLATE "C" PRIMARY KEY,
@@ -106,7 +107,16 @@ CREATE TABLE attempts (
     error_message TEXT,
     PRIMARY KEY (delivery_id, n)
 );
-"#];
+"#,
+    r#"
+-- The nodes sharing the database, each alive until its heartbeat lapses,
+-- and each webhook's circuit breaker as the nodes share it (open until a
+-- time, or closed: NULL). Neither is the webhook's own setting, so the
+-- breaker is not its `updated_at`'s business.
+CREATE TABLE nodes (id TEXT COLLATE "C" PRIMARY KEY, alive_until BIGINT NOT NULL);
+ALTER TABLE webhooks ADD COLUMN circuit_open_until BIGINT;
+"#,
+];
 
 /// The advisory lock migrations take: one per schema, so that Heralds in
 /// different schemas of one database do not wait for each other.

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
 
+use super::notices::notify_due;
 use super::rows::WEBHOOK_COLUMNS;
 use super::rows::webhook_from_row;
 use crate::fanout;
 use crate::model::{DueDelivery, IngestOutcome, NewEvent, Timestamp, Webhook, new_id, new_id_at};
 use crate::sealing::AtRest;
-use crate::store::{Admit, Ingested, StoreResult};
+use crate::store::{HandOver, Ingested, Lease, StoreResult};
 
 /// The account's webhooks (not deleted), by id.
 pub(super) async fn load_webhooks(
@@ -27,20 +28,18 @@ pub(super) async fn load_webhooks(
     client.query(&stmt, &[&account_id]).await?.iter().map(|row| webhook_from_row(row, 0, at_rest)).collect()
 }
 
-/// The body of `Store::ingest`, inside the caller's transaction. Room
-/// `admit` gives is recorded in `taken`, so that the caller can give it
-/// back if this transaction does not commit. Handed deliveries are written
-/// leased to `node` until `lease_until`.
-#[allow(clippy::too_many_arguments)]
+/// The body of `Store::ingest`, inside the caller's transaction: a new
+/// delivery whose webhook has `room` left is written leased to `lease` and
+/// handed over; the others are due now, and every other node is told so
+/// when the transaction commits.
 pub(super) async fn ingest_in(
     tx: &deadpool_postgres::Transaction<'_>,
     account_id: &str,
     events: Vec<NewEvent>,
     now: Timestamp,
-    admit: &dyn Admit,
-    taken: &mut Vec<String>,
+    mut room: HandOver,
+    lease: &Lease,
     at_rest: &AtRest,
-    (node, lease_until): (&str, Timestamp),
 ) -> StoreResult<Ingested> {
     let strict: bool = tx
         .query_opt("SELECT strict_event_types FROM accounts WHERE id = $1", &[&account_id])
@@ -81,7 +80,10 @@ pub(super) async fn ingest_in(
             .collect(),
     };
 
-    let mut ingested = Ingested { outcomes: Vec::with_capacity(events.len()), handed: Vec::new() };
+    let mut ingested =
+        Ingested { outcomes: Vec::with_capacity(events.len()), handed: Vec::new(), unused: HandOver::default() };
+    // Webhooks that got deliveries no node holds: the other nodes hear of them.
+    let mut due_for: Vec<String> = Vec::new();
     let mut rows = DeliveryRows::default();
     // An id twice in one batch: the first is new, the second its duplicate.
     let mut in_batch: HashMap<String, u32> = HashMap::new();
@@ -100,9 +102,8 @@ pub(super) async fn ingest_in(
         let mut waiting = Vec::new();
         for webhook in &targets {
             let delivery_id = new_id_at("dlv", now);
-            let handed = admit.take(&webhook.id);
+            let handed = room.take(&webhook.id);
             if handed {
-                taken.push(webhook.id.clone());
                 ingested.handed.push(DueDelivery {
                     delivery_id: delivery_id.clone(),
                     n_attempts: 0,
@@ -114,6 +115,9 @@ pub(super) async fn ingest_in(
                     webhook: Arc::clone(webhook),
                 });
             } else {
+                if due_for.last() != Some(&webhook.id) {
+                    due_for.push(webhook.id.clone());
+                }
                 waiting.push(webhook.id.clone());
             }
             rows.ids.push(delivery_id);
@@ -121,8 +125,8 @@ pub(super) async fn ingest_in(
             rows.event_ids.push(id.clone());
             rows.event_types.push(event.event_type.clone());
             rows.webhook_ids.push(webhook.id.clone());
-            rows.owners.push(handed.then_some(node));
-            rows.until.push(handed.then_some(lease_until.0));
+            rows.owners.push(handed.then_some(lease.node.0.as_str()));
+            rows.until.push(handed.then_some(lease.until.0));
         }
         ingested.outcomes.push(IngestOutcome {
             id,
@@ -158,6 +162,8 @@ pub(super) async fn ingest_in(
         )
         .await?;
     }
+    notify_due(tx, due_for, now, &lease.node).await?;
+    ingested.unused = room;
     Ok(ingested)
 }
 

@@ -1,11 +1,11 @@
 //! Claiming a webhook's due deliveries: a read, off the writer thread.
 //!
-//! One node owns an SQLite file, so a claim writes no lease: the engine's
-//! own list of the deliveries it holds is the lease, and a claim skips
-//! them. (Deliveries ingest hands over are written leased, because they
-//! reach the engine's list only after their commit; the next start
-//! releases them.) Only deliveries of a deleted or disabled webhook need a
-//! write, to fail them, and that is rare.
+//! One node owns an SQLite file, so a claim writes no lease: the store's
+//! own list of the deliveries it has handed out and not yet seen recorded
+//! (`Held`) is the lease, and a claim skips them. (Deliveries ingest hands
+//! over are written leased, since they are handed over in the same commit;
+//! the next start releases them.) Only deliveries of a deleted or disabled
+//! webhook need a write, to fail them, and that is rare.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +15,118 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::rows::{N_WEBHOOK_COLUMNS, WEBHOOK_COLUMNS, webhook_from_row};
 use crate::model::{DueDelivery, Timestamp, Webhook};
 use crate::profile::Profile;
-use crate::store::{ClaimCursor, ClaimWant, ClaimedBatch, IdSet, StoreResult};
+use crate::store::{ClaimedBatch, IdMap, IdSet, StoreResult};
+
+/// A place in a webhook's due order (by time, then id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct ClaimCursor {
+    pub due_at: Timestamp,
+    pub delivery_id: String,
+}
+
+/// What the store holds of one webhook: the deliveries claimed and not yet
+/// recorded, and where its last claim stopped.
+#[derive(Default)]
+pub(super) struct Lane {
+    held: IdSet,
+    /// Where the last claim stopped: the next starts past what it handed
+    /// out (and is held).
+    cursor: Option<ClaimCursor>,
+    /// The last claim filled up past the cursor: the next need not copy
+    /// the held list (what lies past the cursor is not held). Such a claim
+    /// reads nothing behind the cursor: a delivery recorded and released
+    /// while it read could look due and not held. If it runs short, the
+    /// next copies the list again.
+    streaming: bool,
+}
+
+/// The deliveries claimed and not yet recorded, by webhook: for one node's
+/// file, the lease.
+#[derive(Default)]
+pub(super) struct Held {
+    lanes: IdMap<Lane>,
+    /// Each held delivery's webhook: records name deliveries alone.
+    webhook_of: IdMap<String>,
+}
+
+impl Held {
+    /// What a claim of `limit` for `webhook_id` should skip and start from,
+    /// as of now (before its read begins: what is released after this is
+    /// still skipped, so a row recorded meanwhile is never taken again).
+    pub(super) fn want(&self, webhook_id: &str, limit: usize) -> Want {
+        let (held, after) = match self.lanes.get(webhook_id) {
+            Some(lane) if lane.streaming => (None, lane.cursor.clone()),
+            Some(lane) => (Some(lane.held.clone()), lane.cursor.clone()),
+            None => (Some(IdSet::default()), None),
+        };
+        Want { webhook_id: webhook_id.to_owned(), limit, held, after }
+    }
+
+    /// A claim took `taken`: held until recorded.
+    pub(super) fn claimed(&mut self, taken: &Taken) {
+        let webhook_id = &taken.batch.webhook_id;
+        if taken.batch.deliveries.is_empty() && !self.lanes.contains_key(webhook_id) {
+            return;
+        }
+        let lane = self.lanes.entry(webhook_id.clone()).or_default();
+        for due in &taken.batch.deliveries {
+            lane.held.insert(due.delivery_id.clone());
+            self.webhook_of.insert(due.delivery_id.clone(), webhook_id.clone());
+        }
+        lane.cursor = taken.cursor.clone().max(lane.cursor.take());
+        lane.streaming = taken.filled_past_cursor;
+        if lane.held.is_empty() {
+            self.lanes.remove(webhook_id);
+        }
+    }
+
+    /// These deliveries' attempts are committed (or they were handed back):
+    /// claims may see them again.
+    pub(super) fn release<'a>(&mut self, delivery_ids: impl IntoIterator<Item = &'a str>) {
+        if self.webhook_of.is_empty() {
+            return;
+        }
+        for delivery_id in delivery_ids {
+            let Some(webhook_id) = self.webhook_of.remove(delivery_id) else { continue };
+            let Some(lane) = self.lanes.get_mut(&webhook_id) else { continue };
+            lane.held.remove(delivery_id);
+            if lane.held.is_empty() {
+                self.lanes.remove(&webhook_id);
+            }
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.lanes.clear();
+        self.webhook_of.clear();
+    }
+}
+
+/// What one claim asks of one webhook.
+#[derive(Debug)]
+pub(super) struct Want {
+    pub webhook_id: String,
+    pub limit: usize,
+    /// Deliveries of this webhook held, as of before the claim. `None`
+    /// when the claim is expected to find enough past `after`: then it
+    /// reads only past `after`, since anything behind it might be held.
+    pub held: Option<IdSet>,
+    /// Where the previous claim for this webhook stopped.
+    pub after: Option<ClaimCursor>,
+}
+
+/// What a claim took for one webhook, and where it stopped.
+pub(super) struct Taken {
+    pub batch: ClaimedBatch,
+    /// The place of the last delivery taken.
+    pub cursor: Option<ClaimCursor>,
+    /// All were taken past `want.after`.
+    pub filled_past_cursor: bool,
+}
 
 /// What a claim found for one webhook.
 pub(super) enum Found {
-    Due(ClaimedBatch),
+    Due(Taken),
     /// The webhook is gone or disabled: these deliveries fail, and more may wait.
     Refused {
         webhook_id: String,
@@ -48,7 +155,7 @@ const DUE_COLUMNS: &str = "id, next_attempt_at, n_attempts, final_attempt, event
 
 pub(super) fn find_due(
     conn: &Connection,
-    want: &ClaimWant,
+    want: &Want,
     now: Timestamp,
     events: &mut EventCache,
     at_rest: &crate::sealing::AtRest,
@@ -87,10 +194,8 @@ pub(super) fn find_due(
     } else {
         Some(now)
     };
-    Ok(Found::Due(ClaimedBatch {
-        webhook_id: want.webhook_id.clone(),
-        deliveries,
-        next_due,
+    Ok(Found::Due(Taken {
+        batch: ClaimedBatch { webhook_id: want.webhook_id.clone(), deliveries, next_due, circuit_open_until: None },
         cursor,
         filled_past_cursor,
     }))
@@ -114,7 +219,7 @@ struct DueRows {
 fn due_rows(
     conn: &Connection,
     webhook: &Arc<Webhook>,
-    want: &ClaimWant,
+    want: &Want,
     now: Timestamp,
     events: &mut EventCache,
 ) -> StoreResult<DueRows> {

@@ -20,7 +20,6 @@ mod writes;
 pub use self::options::SqliteOptions;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
@@ -40,10 +39,10 @@ use self::writes::ingest_in;
 pub fn schema_migrations() -> &'static [&'static str] {
     schema::MIGRATIONS
 }
-use super::{Admit, Bootstrap, ClaimWant, ClaimedBatch, Ingested, Store, StoreError, StoreResult};
+use super::{Bootstrap, ClaimWant, ClaimedBatch, HandOver, Ingested, Lease, Store, StoreError, StoreResult};
 use crate::model::{
-    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Event, NewEvent, Principal,
-    Timestamp, Webhook,
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Event, NewEvent, NodeId,
+    Principal, Timestamp, Webhook,
 };
 use crate::sealing::AtRest;
 use crate::signing;
@@ -58,6 +57,9 @@ pub struct SqliteStore {
     known_tokens: KnownTokens,
     /// Seals secrets on every write and opens them on every read.
     at_rest: AtRest,
+    /// What claims handed out and is not yet recorded: one node owns the
+    /// file, so this list is its lease (a std Mutex: held for no await).
+    held: std::sync::Mutex<claims::Held>,
 }
 
 impl SqliteStore {
@@ -74,7 +76,7 @@ impl SqliteStore {
             schema::migrate(conn)?;
             secrets::seal_at_start(conn, &pass)
         })?;
-        Ok(SqliteStore { pool, known_tokens: Default::default(), at_rest })
+        Ok(SqliteStore { pool, known_tokens: Default::default(), at_rest, held: Default::default() })
     }
 }
 
@@ -361,26 +363,14 @@ impl Store for SqliteStore {
         account_id: &str,
         events: Vec<NewEvent>,
         now: Timestamp,
-        admit: Arc<dyn Admit>,
+        room: HandOver,
+        _lease: &Lease,
     ) -> StoreResult<Ingested> {
+        // The lease is the engine's: a handed delivery is written leased,
+        // and one node's next start releases it.
         let (account_id, at_rest) = (account_id.to_owned(), self.at_rest.clone());
-        let undo = admit.clone();
-        self.pool
-            .write_or_undo(
-                move |conn| {
-                    let mut taken = Vec::new();
-                    let result = ingest_in(conn, &account_id, events, now, &*admit, &mut taken, &at_rest);
-                    if result.is_err() {
-                        taken.iter().for_each(|webhook_id| admit.give_back(webhook_id));
-                    }
-                    result
-                },
-                // Not committed: the handed deliveries were never written.
-                move |ingested: Ingested| ingested.handed.iter().for_each(|due| undo.give_back(&due.webhook.id)),
-            )
-            .await
+        self.pool.write(move |conn| ingest_in(conn, &account_id, events, now, room, &at_rest)).await
     }
-
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<Event>> {
         let (account_id, id) = (account_id.to_owned(), id.to_owned());
         self.pool
@@ -412,13 +402,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn claim_due(
-        &self,
-        now: Timestamp,
-        _lease_until: Timestamp,
-        wants: Vec<ClaimWant>,
-    ) -> StoreResult<Vec<ClaimedBatch>> {
+    async fn claim_due(&self, now: Timestamp, _lease: &Lease, wants: Vec<ClaimWant>) -> StoreResult<Vec<ClaimedBatch>> {
         let at_rest = self.at_rest.clone();
+        // What is held as of now, before the read begins (see `Held::want`).
+        let wants: Vec<claims::Want> = {
+            let held = self.held.lock().unwrap();
+            wants.into_iter().map(|want| held.want(&want.webhook_id, want.limit)).collect()
+        };
         let found = self
             .pool
             .read(move |conn| {
@@ -432,7 +422,10 @@ impl Store for SqliteStore {
         let mut batches = Vec::with_capacity(found.len());
         for found in found {
             match found {
-                Found::Due(batch) => batches.push(batch),
+                Found::Due(taken) => {
+                    self.held.lock().unwrap().claimed(&taken);
+                    batches.push(taken.batch);
+                }
                 Found::Refused { webhook_id, account_id, reason, delivery_ids } => {
                     let more = !delivery_ids.is_empty();
                     self.pool
@@ -449,16 +442,18 @@ impl Store for SqliteStore {
                         webhook_id,
                         deliveries: Vec::new(),
                         next_due,
-                        cursor: None,
-                        filled_past_cursor: false,
+                        circuit_open_until: None,
                     });
                 }
             }
         }
         Ok(batches)
     }
-
-    async fn due_webhooks(&self) -> StoreResult<Vec<(String, Timestamp)>> {
+    async fn renew_leases(&self, _lease: &Lease, _deliveries: Vec<DeliveryKey>) -> StoreResult<Vec<DeliveryKey>> {
+        // One node owns the file: what it holds, no other node can take.
+        Ok(Vec::new())
+    }
+    async fn due_webhooks(&self, _now: Timestamp) -> StoreResult<Vec<(String, Timestamp)>> {
         self.pool
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
@@ -470,20 +465,28 @@ impl Store for SqliteStore {
             })
             .await
     }
-
     async fn record_attempts(
         &self,
+        _node: &NodeId,
         records: std::sync::Arc<Vec<AttemptRecord>>,
         put_off: Vec<DeliveryKey>,
         now: Timestamp,
-    ) -> StoreResult<()> {
-        self.pool.write(move |conn| attempts::record(conn, &records, &put_off, now)).await
+    ) -> StoreResult<Vec<DeliveryKey>> {
+        let (committed, keys) = (records.clone(), put_off.clone());
+        self.pool.write(move |conn| attempts::record(conn, &records, &put_off, now)).await?;
+        // Committed: claims may see these rows again (as they now are).
+        let ids = committed.iter().map(|r| r.delivery_id.as_str()).chain(keys.iter().map(|k| k.delivery_id.as_str()));
+        self.held.lock().unwrap().release(ids);
+        Ok(Vec::new())
     }
-
-    async fn release_leases(&self, _now: Timestamp) -> StoreResult<u64> {
-        self.pool
+    async fn release_leases(&self, _node: &NodeId, _now: Timestamp) -> StoreResult<u64> {
+        // One node owns the file: every lease is this node's, or its last run's.
+        let released = self
+            .pool
             .write(move |conn| Ok(conn.execute("UPDATE deliveries SET leased = 0 WHERE leased = 1", [])? as u64))
-            .await
+            .await?;
+        self.held.lock().unwrap().clear();
+        Ok(released)
     }
 
     async fn list_deliveries(&self, account_id: &str, filter: DeliveryFilter) -> StoreResult<Vec<Delivery>> {

@@ -11,18 +11,16 @@ use super::many::insert_many;
 use super::rows::load_webhooks;
 use crate::fanout;
 use crate::model::{DueDelivery, IngestOutcome, NewEvent, Timestamp, Webhook, new_id, new_id_at};
-use crate::store::{Admit, Ingested, StoreResult};
+use crate::store::{HandOver, Ingested, StoreResult};
 
-/// The body of `Store::ingest`, inside the writer's transaction. Room
-/// `admit` gives is recorded in `taken`, so that the caller can give it
-/// back if this transaction does not commit.
+/// The body of `Store::ingest`, inside the writer's transaction: a new
+/// delivery whose webhook has `room` left is handed over.
 pub(super) fn ingest_in(
     conn: &Connection,
     account_id: &str,
     events: Vec<NewEvent>,
     now: Timestamp,
-    admit: &dyn Admit,
-    taken: &mut Vec<String>,
+    mut room: HandOver,
     at_rest: &crate::sealing::AtRest,
 ) -> StoreResult<Ingested> {
     let strict: bool = conn
@@ -37,7 +35,8 @@ pub(super) fn ingest_in(
         "INSERT INTO events (account_id, id, type, payload, webhook_id, timestamp, created_at, n_deliveries) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (account_id, id) DO NOTHING",
     )?;
-    let mut ingested = Ingested { outcomes: Vec::with_capacity(events.len()), handed: Vec::new() };
+    let mut ingested =
+        Ingested { outcomes: Vec::with_capacity(events.len()), handed: Vec::new(), unused: HandOver::default() };
     // Deliveries go in together once their events are in (see `many`).
     let mut deliveries: Vec<NewDelivery> = Vec::with_capacity(events.len());
     let mut event_types: Vec<String> = Vec::with_capacity(events.len());
@@ -65,9 +64,8 @@ pub(super) fn ingest_in(
         let mut waiting = Vec::new();
         for webhook in &targets {
             let delivery_id = new_id_at("dlv", now);
-            let handed = admit.take(&webhook.id);
+            let handed = room.take(&webhook.id);
             if handed {
-                taken.push(webhook.id.clone());
                 ingested.handed.push(DueDelivery {
                     delivery_id: delivery_id.clone(),
                     n_attempts: 0,
@@ -116,6 +114,7 @@ pub(super) fn ingest_in(
         10,
         &values,
     )?;
+    ingested.unused = room;
     Ok(ingested)
 }
 
