@@ -50,6 +50,11 @@ async fn counting_receiver(hold_after: usize) -> CountingReceiver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_event_arrives_after_a_kill_9() {
+    if crate::support::skip_on_postgres(
+        "a killed node's leases pass on only when they run out (five minutes), not at the next start; store_story covers a lapsed lease passing to another node",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("herald.db");
     let receiver = counting_receiver(300).await;

@@ -27,6 +27,7 @@ mod secrets;
 mod seeds;
 mod shutdown;
 mod stats;
+mod store_story;
 mod support;
 mod viber;
 mod webhooks;

@@ -52,7 +52,12 @@ fn sigterm(child: &tokio::process::Child) {
 /// Every delivery's status, attempt count and first attempt's status
 /// code, read from the file of a Herald that is not running (the CLI would
 /// ask the server).
-fn recorded(db: &std::path::Path) -> Vec<(String, i64, Option<i64>)> {
+async fn recorded(db: &std::path::Path) -> Vec<(String, i64, Option<i64>)> {
+    const SQL: &str = "SELECT status, n_attempts, first_status_code FROM deliveries";
+    if crate::support::on_postgres() {
+        let client = crate::support::postgres_client(db).await;
+        return client.query(SQL, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    }
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut query = conn.prepare("SELECT status, n_attempts, first_status_code FROM deliveries").unwrap();
     query.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
@@ -76,7 +81,7 @@ async fn an_attempt_that_finishes_within_the_grace_is_recorded() {
     let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("herald stopped in time").unwrap();
     assert!(status.success(), "herald exited with {status}");
 
-    assert_eq!(recorded(&db), [("success".to_owned(), 1, Some(200))]);
+    assert_eq!(recorded(&db).await, [("success".to_owned(), 1, Some(200))]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,12 +104,12 @@ async fn a_hung_receiver_is_abandoned_at_the_grace_and_its_delivery_sent_again_a
     // Not before the grace: an upper bound is the timeout above.
     assert!(stopping.elapsed() >= Duration::from_secs(1), "herald exited after {:?}", stopping.elapsed());
     wait_for_log(&mut log, "abandoned").await;
-    assert_eq!(recorded(&db), [("pending".to_owned(), 0, None)], "the abandoned attempt was recorded");
+    assert_eq!(recorded(&db).await, [("pending".to_owned(), 0, None)], "the abandoned attempt was recorded");
 
     // The next start sends the same delivery again, and this time it lands.
     receiver.gate.send_replace(true);
     let (child, _base) = spawn_herald(&db, &[]).await;
     assert_eq!(receiver.next().await, first);
     crate::support::stop_gracefully(child).await;
-    assert_eq!(recorded(&db), [("success".to_owned(), 1, Some(200))]);
+    assert_eq!(recorded(&db).await, [("success".to_owned(), 1, Some(200))]);
 }

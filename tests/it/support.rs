@@ -49,15 +49,31 @@ pub fn skip_on_postgres(reason: &str) -> bool {
 /// directory): that SQLite file, or on PostgreSQL a schema named after it.
 pub fn database_url(db: &std::path::Path) -> String {
     let Some(base) = test_database_url() else { return format!("sqlite://{}", db.display()) };
-    // FNV-1a of the path: the same directory, the same schema.
+    let separator = if base.contains('?') { '&' } else { '?' };
+    // A small pool: the suite runs many Heralds at once on one server.
+    format!("{base}{separator}schema={}&pool_size=4", schema_of(db))
+}
+
+/// The PostgreSQL schema of the database at `db`: FNV-1a of the path, so
+/// the same directory has the same schema.
+fn schema_of(db: &std::path::Path) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in db.as_os_str().as_encoded_bytes() {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    let separator = if base.contains('?') { '&' } else { '?' };
-    // A small pool: the suite runs many Heralds at once on one server.
-    format!("{base}{separator}schema=herald_test_{hash:016x}&pool_size=4")
+    format!("herald_test_{hash:016x}")
+}
+
+/// A PostgreSQL client on the schema of the database at `db`, for tests
+/// that look inside a stopped Herald's database (PostgreSQL runs only).
+pub async fn postgres_client(db: &std::path::Path) -> tokio_postgres::Client {
+    let url = test_database_url().expect("a postgresql run");
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    config.options(format!("-c search_path={}", schema_of(db)));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
 }
 
 /// A plain HTTP client for tests to call Herald with. reqwest needs the

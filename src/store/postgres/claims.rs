@@ -62,7 +62,7 @@ pub(super) async fn claim(
         let fail = tx
             .prepare_cached(
                 "UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, lease_owner = NULL, \
-                 lease_until = NULL, last_status_code = NULL, last_error = r.reason, updated_at = $2 \
+                 lease_until = NULL, last_status_code = NULL, last_error = r.reason, updated_at = $1 \
                  FROM UNNEST($2::text[], $3::text[]) AS r(webhook_id, reason) \
                  WHERE d.webhook_id = r.webhook_id AND d.next_attempt_at <= $1 \
                  AND (d.lease_until IS NULL OR d.lease_until < $1)",
