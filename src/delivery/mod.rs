@@ -23,6 +23,7 @@
 mod admission;
 mod attempt;
 mod breaker;
+mod cluster;
 mod drive;
 mod intake;
 mod operational;
@@ -119,6 +120,23 @@ struct Schedule {
     gone: IdMap<Timestamp>,
     /// Token buckets of rate-limited webhooks.
     buckets: IdMap<pace::Bucket>,
+}
+
+impl Schedule {
+    /// Notes that `webhook_id` has a delivery due at `at`.
+    fn mark(&mut self, webhook_id: &str, at: Timestamp) {
+        // A batch names the same webhook many times: look up before
+        // allocating a key.
+        match self.due.get_mut(webhook_id) {
+            Some(entry) => {
+                entry.at = entry.at.min(at);
+                entry.marked = Some(entry.marked.map_or(at, |m| m.min(at)));
+            }
+            None => {
+                self.due.insert(webhook_id.to_owned(), Due { at, marked: Some(at) });
+            }
+        }
+    }
 }
 
 /// What to claim now, and when to look again if nothing else happens.
@@ -240,17 +258,7 @@ impl Engine {
                 self.admission.close(webhook_id);
                 closed = Some(webhook_id);
             }
-            // A batch names the same webhook many times: look up before
-            // allocating a key.
-            match schedule.due.get_mut(webhook_id) {
-                Some(entry) => {
-                    entry.at = entry.at.min(at);
-                    entry.marked = Some(entry.marked.map_or(at, |m| m.min(at)));
-                }
-                None => {
-                    schedule.due.insert(webhook_id.to_owned(), Due { at, marked: Some(at) });
-                }
-            }
+            schedule.mark(webhook_id, at);
         }
         drop(schedule);
         // Always: the dispatcher may be mid-claim with an older view.
@@ -261,6 +269,15 @@ impl Engine {
     /// across every node sharing the store.
     fn concurrency(&self) -> usize {
         self.cluster.lock().unwrap().share(self.config.per_webhook_concurrency)
+    }
+
+    /// Another node (or a sweep) says `webhook_id` has work due at `at`
+    /// that no node holds: claimed like any other, and without closing
+    /// the webhook's room (this node's own fresh deliveries are not behind
+    /// it in any order that a cluster keeps).
+    fn note_due(&self, webhook_id: &str, at: Timestamp) {
+        self.schedule.lock().unwrap().mark(webhook_id, at);
+        self.wake.notify_one();
     }
 
     /// A lane holds at most this many claimed deliveries.
@@ -538,6 +555,9 @@ impl Engine {
             .unwrap()
             .take()
             .map(|inbox| tokio::spawn(self.clone().record_finished(inbox, stop_recorder.clone())));
+        if self.store.is_shared() {
+            self.tasks.spawn(self.clone().take_part(shutdown.clone()));
+        }
         while !shutdown.is_cancelled() {
             let next_wake = match self.dispatch_due().await {
                 Ok(step) if step.more_now => continue,

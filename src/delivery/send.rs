@@ -9,7 +9,7 @@ use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::attempt::{Performed, ReceiverSays, perform};
-use super::breaker::Transition;
+use super::breaker::{Allowance, Transition};
 use super::{Engine, Finished, pace};
 use crate::model::{DueDelivery, ErrorClass, NextStep, Timestamp};
 
@@ -153,7 +153,8 @@ impl Engine {
         let breaker = schedule.breakers.entry(webhook_id.to_owned()).or_default();
         let before = breaker.allowance(self.clock.now());
         let transition = breaker.record(success, is_probe, self.clock.now(), &*self.clock);
-        let changed = breaker.allowance(self.clock.now()) != before;
+        let after = breaker.allowance(self.clock.now());
+        let changed = after != before;
         if breaker.is_idle() {
             schedule.breakers.remove(webhook_id);
         }
@@ -164,7 +165,28 @@ impl Engine {
         if changed {
             // Closed (send the rest) or reopened (a new time to look again).
             self.wake.notify_one();
+            self.share_circuit(webhook_id, after);
         }
         transition
+    }
+
+    /// Tells the other nodes sharing the store that this webhook's breaker
+    /// opened (until when) or closed, so that none of them hammers it.
+    fn share_circuit(&self, webhook_id: &str, allowance: Allowance) {
+        if !self.store.is_shared() {
+            return;
+        }
+        let open_until = match allowance {
+            Allowance::Nothing(Some(until)) => Some(until),
+            Allowance::Any => None,
+            // A probe is out or due: the shared time stands.
+            Allowance::Nothing(None) | Allowance::Probe => return,
+        };
+        let (store, webhook_id) = (self.store.clone(), webhook_id.to_owned());
+        self.tasks.spawn(async move {
+            if let Err(err) = store.set_circuit(&webhook_id, open_until).await {
+                tracing::warn!(webhook_id, error = %err, "could not share the circuit breaker's state");
+            }
+        });
     }
 }
