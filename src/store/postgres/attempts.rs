@@ -84,6 +84,7 @@ pub(super) async fn record(
     records: &[AttemptRecord],
     put_off: &[DeliveryKey],
     now: Timestamp,
+    from: &str,
 ) -> StoreResult<Vec<DeliveryKey>> {
     let node = node.0.as_str();
     let mut lost = Vec::new();
@@ -163,7 +164,7 @@ pub(super) async fn record(
             .collect();
         due.sort();
         due.dedup_by(|a, b| a.0 == b.0);
-        notify_due_at(tx, due, node).await?;
+        notify_due_at(tx, due, from).await?;
     }
     Ok(lost)
 }

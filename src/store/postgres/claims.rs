@@ -41,16 +41,18 @@ pub(super) async fn claim(
     }
     // Which wants are refused (gone, deleted, disabled), and why.
     let (mut live_ids, mut live_limits) = (Vec::new(), Vec::new());
-    let (mut refused_ids, mut reasons) = (Vec::new(), Vec::new());
+    let (mut refused_ids, mut reasons, mut refused_limits) = (Vec::new(), Vec::new(), Vec::new());
     for want in &wants {
         match webhooks.get(&want.webhook_id) {
             None | Some((_, true)) => {
                 refused_ids.push(want.webhook_id.as_str());
                 reasons.push("webhook deleted");
+                refused_limits.push(want.limit as i64);
             }
             Some((webhook, false)) if !webhook.enabled => {
                 refused_ids.push(want.webhook_id.as_str());
                 reasons.push("webhook disabled");
+                refused_limits.push(want.limit as i64);
             }
             Some(_) => {
                 live_ids.push(want.webhook_id.as_str());
@@ -59,16 +61,24 @@ pub(super) async fn claim(
         }
     }
     if !refused_ids.is_empty() {
+        // As many as the claim would have taken, as in SQLite: the rest
+        // fail when claimed next.
         let fail = tx
             .prepare_cached(
-                "UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, lease_owner = NULL, \
-                 lease_until = NULL, last_status_code = NULL, last_error = r.reason, updated_at = $1 \
-                 FROM UNNEST($2::text[], $3::text[]) AS r(webhook_id, reason) \
-                 WHERE d.webhook_id = r.webhook_id AND d.next_attempt_at <= $1 \
-                 AND (d.lease_until IS NULL OR d.lease_until < $1)",
+                "WITH picked AS ( \
+                     SELECT p.account_id, p.id, r.reason \
+                     FROM UNNEST($2::text[], $3::text[], $4::int8[]) AS r(webhook_id, reason, n) \
+                     CROSS JOIN LATERAL ( \
+                         SELECT account_id, id FROM deliveries \
+                         WHERE webhook_id = r.webhook_id AND next_attempt_at <= $1 \
+                         AND (lease_until IS NULL OR lease_until < $1) \
+                         ORDER BY next_attempt_at, id LIMIT r.n FOR UPDATE SKIP LOCKED) AS p) \
+                 UPDATE deliveries d SET status = 'failed', next_attempt_at = NULL, lease_owner = NULL, \
+                 lease_until = NULL, last_status_code = NULL, last_error = picked.reason, updated_at = $1 \
+                 FROM picked WHERE d.account_id = picked.account_id AND d.id = picked.id",
             )
             .await?;
-        tx.execute(&fail, &[&now.0, &refused_ids, &reasons]).await?;
+        tx.execute(&fail, &[&now.0, &refused_ids, &reasons, &refused_limits]).await?;
     }
     let mut claimed: HashMap<String, Vec<(i64, String, i64, bool, i64)>> = HashMap::new();
     if !live_ids.is_empty() {
@@ -155,18 +165,17 @@ pub(super) async fn claim(
     Ok(batches)
 }
 
+/// `due_webhooks`' query, `$1` the time (or NULL: held or not).
+pub(super) const DUE_WEBHOOKS: &str = "SELECT d.webhook_id, MIN(d.next_attempt_at) FROM deliveries d \
+     WHERE d.next_attempt_at IS NOT NULL AND ($1::int8 IS NULL OR d.lease_until IS NULL OR d.lease_until < $1) \
+     GROUP BY d.webhook_id";
+
 /// Every webhook with unfinished deliveries no node holds at `now` (`None`:
 /// held or not), and when the first falls due.
 pub(super) async fn due_webhooks(
     client: &impl GenericClient,
     now: Option<Timestamp>,
 ) -> StoreResult<Vec<(String, Timestamp)>> {
-    let rows = client
-        .query(
-            "SELECT webhook_id, MIN(next_attempt_at) FROM deliveries WHERE next_attempt_at IS NOT NULL \
-             AND ($1::int8 IS NULL OR lease_until IS NULL OR lease_until < $1) GROUP BY webhook_id",
-            &[&now.map(|t| t.0)],
-        )
-        .await?;
+    let rows = client.query(DUE_WEBHOOKS, &[&now.map(|t| t.0)]).await?;
     Ok(rows.iter().map(|r| (r.get(0), Timestamp(r.get(1)))).collect())
 }

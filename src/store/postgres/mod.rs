@@ -45,6 +45,9 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     /// Whether the due-notice feed was taken (it is made once).
     notices_taken: std::sync::atomic::AtomicBool,
+    /// This handle's id in the notices it sends (one handle is one node),
+    /// so that its own listener skips them.
+    instance: String,
     /// Stops the listener when the store goes.
     stop: tokio_util::sync::CancellationToken,
     known_tokens: KnownTokens,
@@ -69,6 +72,7 @@ impl PgStore {
             pool,
             config: options.config,
             notices_taken: Default::default(),
+            instance: new_id("store"),
             stop: Default::default(),
             known_tokens: KnownTokens::default(),
             at_rest,
@@ -264,9 +268,11 @@ impl Store for PgStore {
 
     async fn note_recovered(&self, account_id: &str, webhook_id: &str) -> StoreResult<()> {
         let client = self.client().await?;
+        // No longer failing: no breaker held open for it on any node either
+        // (enabling a webhook again forgets its failures this way).
         client
             .execute(
-                "UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND account_id = $2",
+                "UPDATE webhooks SET failing_since = NULL, circuit_open_until = NULL WHERE id = $1 AND account_id = $2",
                 &[&webhook_id, &account_id],
             )
             .await?;
@@ -370,7 +376,8 @@ impl Store for PgStore {
     ) -> StoreResult<Ingested> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let ingested = writes::ingest_in(&tx, account_id, events, now, room, lease, &self.at_rest).await?;
+        let ingested =
+            writes::ingest_in(&tx, account_id, events, now, room, lease, &self.at_rest, &self.instance).await?;
         tx.commit().await?;
         Ok(ingested)
     }
@@ -440,7 +447,7 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<DeliveryKey>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let lost = attempts::record(&tx, node, &records, &put_off, now).await?;
+        let lost = attempts::record(&tx, node, &records, &put_off, now, &self.instance).await?;
         tx.commit().await?;
         Ok(lost)
     }
@@ -465,7 +472,7 @@ impl Store for PgStore {
             let slot = earliest.entry(webhook_id).or_insert(at);
             *slot = (*slot).min(at);
         }
-        notices::notify_due_at(&tx, earliest.into_iter().collect(), &node.0).await?;
+        notices::notify_due_at(&tx, earliest.into_iter().collect(), &self.instance).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -474,11 +481,9 @@ impl Store for PgStore {
         if self.notices_taken.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return None;
         }
-        // Notices from this process's own node are skipped by id; the
-        // engine names its node in its leases, which the listener does
-        // not know, so it filters nothing here and the engine's own
-        // notices come back (harmless: it knows that work already).
-        Some(notices::listen(self.config.clone(), NodeId(String::new()), self.stop.clone()))
+        // This store's own notices are skipped: its engine learns of that
+        // work in process.
+        Some(notices::listen(self.config.clone(), self.instance.clone(), self.stop.clone()))
     }
 
     async fn heartbeat(&self, node: &NodeId, now: Timestamp, until: Timestamp) -> StoreResult<ClusterView> {
@@ -533,6 +538,8 @@ impl Store for PgStore {
         }
         let delivery =
             find_delivery(&tx, account_id, id).await?.ok_or_else(|| StoreError::NotFound("delivery".into()))?;
+        // Due now for any node (this one's engine hears of it in process).
+        notices::notify_due(&tx, vec![delivery.webhook_id.clone()], now, &self.instance).await?;
         tx.commit().await?;
         Ok(delivery)
     }

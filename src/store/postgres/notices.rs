@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{NodeId, Timestamp};
+use crate::model::Timestamp;
 use crate::store::{DueNotice, StoreResult};
 
 /// The channel every node listens on.
@@ -24,39 +24,40 @@ const CHANNEL: &str = "herald_due";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Tells the other nodes, on commit, that `webhook_ids` have deliveries due
-/// at `at` that `node` does not hold.
+/// at `at` that no node holds. `from` is the telling store's own id (one
+/// store handle is one node), so that its own listener skips the notice.
 pub(super) async fn notify_due(
     client: &impl GenericClient,
     webhook_ids: Vec<String>,
     at: Timestamp,
-    node: &NodeId,
+    from: &str,
 ) -> StoreResult<()> {
-    notify_due_at(client, webhook_ids.into_iter().map(|w| (w, at.0)).collect(), &node.0).await
+    notify_due_at(client, webhook_ids.into_iter().map(|w| (w, at.0)).collect(), from).await
 }
 
 /// `notify_due` with a due time per webhook. The payload is
-/// `webhook_id due_ms node`.
-pub(super) async fn notify_due_at(client: &impl GenericClient, due: Vec<(String, i64)>, node: &str) -> StoreResult<()> {
+/// `webhook_id due_ms from`.
+pub(super) async fn notify_due_at(client: &impl GenericClient, due: Vec<(String, i64)>, from: &str) -> StoreResult<()> {
     if due.is_empty() {
         return Ok(());
     }
-    let payloads: Vec<String> = due.iter().map(|(webhook_id, at)| format!("{webhook_id} {at} {node}")).collect();
+    let payloads: Vec<String> = due.iter().map(|(webhook_id, at)| format!("{webhook_id} {at} {from}")).collect();
     let notify = client.prepare_cached("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p").await?;
     client.execute(&notify, &[&CHANNEL, &payloads]).await?;
     Ok(())
 }
 
-/// A notice's payload, unless it is `node`'s own (or not Herald's).
-fn parse(payload: &str, node: &NodeId) -> Option<DueNotice> {
+/// A notice's payload, unless it is this store's own (or not Herald's).
+fn parse(payload: &str, own: &str) -> Option<DueNotice> {
     let mut parts = payload.split(' ');
     let (webhook_id, at, from) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?);
-    (from != node.0).then(|| DueNotice { webhook_id: webhook_id.to_owned(), at: Timestamp(at) })
+    (from != own).then(|| DueNotice { webhook_id: webhook_id.to_owned(), at: Timestamp(at) })
 }
 
 /// Listens until `stop` is cancelled or the receiver is dropped.
 pub(super) fn listen(
     config: tokio_postgres::Config,
-    node: NodeId,
+    own: String,
     stop: CancellationToken,
 ) -> mpsc::UnboundedReceiver<DueNotice> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -66,7 +67,7 @@ pub(super) fn listen(
             let outcome = tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tx.closed() => return,
-                outcome = listen_once(&config, &node, &tx) => outcome,
+                outcome = listen_once(&config, &own, &tx) => outcome,
             };
             match outcome {
                 Ok(()) => backoff = Duration::from_millis(100),
@@ -87,7 +88,7 @@ pub(super) fn listen(
 /// missed), then pass on notices until the connection ends.
 async fn listen_once(
     config: &tokio_postgres::Config,
-    node: &NodeId,
+    own: &str,
     tx: &mpsc::UnboundedSender<DueNotice>,
 ) -> anyhow::Result<()> {
     let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
@@ -107,17 +108,12 @@ async fn listen_once(
         }
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    let rows = client
-        .query(
-            "SELECT webhook_id, MIN(next_attempt_at) FROM deliveries WHERE next_attempt_at IS NOT NULL GROUP BY 1",
-            &[],
-        )
-        .await?;
+    let rows = client.query(super::claims::DUE_WEBHOOKS, &[&None::<i64>]).await?;
     for row in rows {
         let _ = tx.send(DueNotice { webhook_id: row.get(0), at: Timestamp(row.get(1)) });
     }
     while let Some(payload) = messages.recv().await {
-        if let Some(notice) = parse(&payload, node) {
+        if let Some(notice) = parse(&payload, own) {
             let _ = tx.send(notice);
         }
     }
@@ -132,13 +128,13 @@ mod tests {
 
     #[test]
     fn a_notice_names_its_webhook_and_time_and_a_node_ignores_its_own() {
-        let me = NodeId("node_a".into());
+        let me = "node_a";
         assert_eq!(
-            parse("wh_1 1700000000000 node_b", &me),
+            parse("wh_1 1700000000000 node_b", me),
             Some(DueNotice { webhook_id: "wh_1".into(), at: Timestamp(1_700_000_000_000) })
         );
-        assert_eq!(parse("wh_1 1700000000000 node_a", &me), None);
-        assert_eq!(parse("wh_1 soon node_b", &me), None);
-        assert_eq!(parse("", &me), None);
+        assert_eq!(parse("wh_1 1700000000000 node_a", me), None);
+        assert_eq!(parse("wh_1 soon node_b", me), None);
+        assert_eq!(parse("", me), None);
     }
 }

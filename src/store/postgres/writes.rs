@@ -40,6 +40,7 @@ pub(super) async fn ingest_in(
     mut room: HandOver,
     lease: &Lease,
     at_rest: &AtRest,
+    from: &str,
 ) -> StoreResult<Ingested> {
     let strict: bool = tx
         .query_opt("SELECT strict_event_types FROM accounts WHERE id = $1", &[&account_id])
@@ -162,7 +163,7 @@ pub(super) async fn ingest_in(
         )
         .await?;
     }
-    notify_due(tx, due_for, now, &lease.node).await?;
+    notify_due(tx, due_for, now, from).await?;
     ingested.unused = room;
     Ok(ingested)
 }
