@@ -333,9 +333,12 @@ async fn two_nodes_on_postgres_never_get_one_delivery_twice_and_a_lapsed_lease_p
 
     // Node one wakes up: it can neither renew nor record over node two.
     let n1 = lease("n1", Timestamp(after.0 + 60_000));
-    assert_eq!(one.renew_leases(&n1, vec![key.clone()]).await.unwrap(), [key.clone()]);
+    assert_eq!(one.renew_leases(&n1, vec![key.clone()]).await.unwrap(), std::slice::from_ref(&key));
     let late = vec![record(&a, &stale, 1, 500, NextStep::RetryAt(Timestamp(after.0 + 1000)))];
-    assert_eq!(one.record_attempts(&n1.node, Arc::new(late), Vec::new(), after).await.unwrap(), [key.clone()]);
+    assert_eq!(
+        one.record_attempts(&n1.node, Arc::new(late), Vec::new(), after).await.unwrap(),
+        std::slice::from_ref(&key)
+    );
     let ok = vec![record(&a, &stale, 1, 200, NextStep::Success)];
     let n2 = NodeId("n2".into());
     assert!(two.record_attempts(&n2, Arc::new(ok), Vec::new(), after).await.unwrap().is_empty());
@@ -425,4 +428,43 @@ async fn postgres_keeps_webhook_secrets_sealed_with_a_key_and_refuses_to_start_w
         panic!("a database of sealed secrets started without its key");
     };
     assert!(format!("{refused:#}").contains("no secret key is set"), "{refused:#}");
+}
+
+#[tokio::test]
+async fn postgres_connections_lost_are_unavailable_and_the_pool_makes_new_ones() {
+    let Some(base) = test_database_url() else {
+        eprintln!("skipped: HERALD_TEST_DATABASE_URL is not set, so the postgresql reconnection story did not run");
+        return;
+    };
+    let name = format!("herald_story_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}schema={name}&application_name={name}&pool_size=2");
+    let store = PgStore::open(&url, Default::default()).await.unwrap();
+    let a = store.bootstrap(None, NOW).await.unwrap().default_account.unwrap().0.id;
+    // An administrator (or a restart) ends every connection the pool holds.
+    let config: tokio_postgres::Config = base.parse().unwrap();
+    let (admin, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let ended = admin
+        .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[&name])
+        .await
+        .unwrap();
+    assert!(!ended.is_empty(), "the store's connections were found");
+    // A call may meet a dead connection (`Unavailable`, a 503 for ingest),
+    // never an internal error; soon after, the pool has new ones.
+    let mut recovered = false;
+    for _ in 0..4 {
+        match store.get_account(&a).await {
+            Ok(found) => {
+                assert_eq!(found.unwrap().id, a);
+                recovered = true;
+                break;
+            }
+            Err(StoreError::Unavailable(why)) => assert!(why.starts_with("postgresql"), "{why}"),
+            Err(other) => panic!("a lost connection is unavailable, not {other:?}"),
+        }
+    }
+    assert!(recovered, "the pool did not make new connections");
+    let refused = PgStore::open("postgres://herald@127.0.0.1:1/postgres?connect_timeout=2", Default::default()).await;
+    assert!(format!("{:#}", refused.err().expect("nothing listens on port 1")).contains("connecting to postgresql"));
 }

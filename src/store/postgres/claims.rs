@@ -16,6 +16,10 @@ use crate::model::{DueDelivery, Timestamp, Webhook};
 use crate::sealing::AtRest;
 use crate::store::{ClaimWant, ClaimedBatch, Lease, StoreResult};
 
+/// One claimed delivery's row, in due order: (due at, id, n_attempts,
+/// final_attempt, event seq).
+type ClaimedRow = (i64, String, i64, bool, i64);
+
 /// Claims for every want, leasing to `lease`, inside the caller's
 /// transaction. Deliveries of a deleted or disabled webhook are failed
 /// instead.
@@ -80,7 +84,7 @@ pub(super) async fn claim(
             .await?;
         tx.execute(&fail, &[&now.0, &refused_ids, &reasons, &refused_limits]).await?;
     }
-    let mut claimed: HashMap<String, Vec<(i64, String, i64, bool, i64)>> = HashMap::new();
+    let mut claimed: HashMap<String, Vec<ClaimedRow>> = HashMap::new();
     if !live_ids.is_empty() {
         let take = tx
             .prepare_cached(

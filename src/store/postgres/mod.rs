@@ -377,7 +377,7 @@ impl Store for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let ingested =
-            writes::ingest_in(&tx, account_id, events, now, room, lease, &self.at_rest, &self.instance).await?;
+            writes::ingest_in(&tx, account_id, events, now, room, (lease, &self.instance), &self.at_rest).await?;
         tx.commit().await?;
         Ok(ingested)
     }

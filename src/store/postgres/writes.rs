@@ -31,16 +31,15 @@ pub(super) async fn load_webhooks(
 /// The body of `Store::ingest`, inside the caller's transaction: a new
 /// delivery whose webhook has `room` left is written leased to `lease` and
 /// handed over; the others are due now, and every other node is told so
-/// when the transaction commits.
+/// when the transaction commits (`from`: this store's id in notices).
 pub(super) async fn ingest_in(
     tx: &deadpool_postgres::Transaction<'_>,
     account_id: &str,
     events: Vec<NewEvent>,
     now: Timestamp,
     mut room: HandOver,
-    lease: &Lease,
+    (lease, from): (&Lease, &str),
     at_rest: &AtRest,
-    from: &str,
 ) -> StoreResult<Ingested> {
     let strict: bool = tx
         .query_opt("SELECT strict_event_types FROM accounts WHERE id = $1", &[&account_id])
