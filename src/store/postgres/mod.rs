@@ -1,5 +1,6 @@
 //! The PostgreSQL store: the backend for several nodes on one database.
-//! This file holds the `Store` verbs; `connect` the URL, the pool and what
+//! This file holds the `Store` verbs; `accounts` the account and token
+//! rows, `connect` the URL, the pool and what
 //! errors mean, `schema` the migrations, `rows` the row mapping, `writes`
 //! the ingest transaction, `claims` leasing due deliveries to a node,
 //! `attempts` the attempt log, `log` the delivery log's reads, `secrets`
@@ -7,6 +8,7 @@
 //! between nodes (`NOTIFY` / `LISTEN`), `cluster` heartbeats and shared
 //! circuit breakers.
 
+mod accounts;
 mod attempts;
 mod claims;
 mod cluster;
@@ -24,6 +26,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 
+use self::accounts::{insert_account, insert_token, webhooks_keyed_by_api_tokens};
 use self::connect::PgOptions;
 use self::rows::{WEBHOOK_COLUMNS, WebhookValues, find_delivery, webhook_from_row};
 use super::tokens::{API_TOKEN, KnownTokens, VIBER_BOT_TOKEN, principal_of};
@@ -32,8 +35,8 @@ use super::{
     StoreResult,
 };
 use crate::model::{
-    Account, Attempt, AttemptRecord, DEFAULT_DISABLE_AFTER_SECONDS, Delivery, DeliveryFilter, DeliveryKey,
-    DeliveryStatus, Event, NewEvent, NodeId, Principal, Timestamp, Webhook, new_id,
+    Account, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryKey, DeliveryStatus, Event, NewEvent, NodeId,
+    Principal, Timestamp, Webhook, new_id,
 };
 use crate::sealing::AtRest;
 use crate::signing;
@@ -88,67 +91,6 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         self.stop.cancel();
     }
-}
-
-async fn insert_token(
-    client: &impl GenericClient,
-    hash: &str,
-    account_id: Option<&str>,
-    kind: &str,
-    now: Timestamp,
-) -> StoreResult<()> {
-    client
-        .execute(
-            "INSERT INTO tokens (hash, account_id, created_at, kind) VALUES ($1, $2, $3, $4)",
-            &[&hash, &account_id, &now.0, &kind],
-        )
-        .await?;
-    Ok(())
-}
-
-async fn insert_account(
-    client: &impl GenericClient,
-    name: &str,
-    token_hash: &str,
-    now: Timestamp,
-) -> StoreResult<Account> {
-    let account = Account {
-        id: new_id("acc"),
-        name: name.to_owned(),
-        created_at: now,
-        strict_event_types: false,
-        disable_after_seconds: DEFAULT_DISABLE_AFTER_SECONDS,
-    };
-    client
-        .execute(
-            "INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)",
-            &[&account.id, &account.name, &now.0],
-        )
-        .await?;
-    insert_token(client, token_hash, Some(&account.id), API_TOKEN, now).await?;
-    Ok(account)
-}
-
-/// Webhooks whose secret is an API token, as `(account id, webhook id)`.
-async fn webhooks_keyed_by_api_tokens(
-    client: &impl GenericClient,
-    at_rest: &AtRest,
-) -> StoreResult<Vec<(String, String)>> {
-    let rows =
-        client.query("SELECT account_id, id, secret FROM webhooks WHERE NOT deleted AND secret <> ''", &[]).await?;
-    let mut hashes = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let (id, stored): (String, String) = (row.get(1), row.get(2));
-        let secret = at_rest.load_webhook_secret(stored, &id, "secret").map_err(|e| StoreError::Internal(e.into()))?;
-        hashes.push(signing::token_hash(&secret));
-    }
-    let api: std::collections::HashSet<String> = client
-        .query("SELECT hash FROM tokens WHERE hash = ANY($1) AND kind = $2", &[&hashes, &API_TOKEN])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    Ok(rows.iter().zip(&hashes).filter(|(_, h)| api.contains(*h)).map(|(r, _)| (r.get(0), r.get(1))).collect())
 }
 
 #[async_trait]
