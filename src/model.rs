@@ -451,6 +451,28 @@ pub struct DueDelivery {
     pub webhook: std::sync::Arc<Webhook>,
 }
 
+impl DueDelivery {
+    /// A delivery ingest just made, handed to the engine before any attempt.
+    pub fn fresh(
+        delivery_id: String,
+        event: (&str, &str, Timestamp),
+        payload: std::sync::Arc<str>,
+        webhook: std::sync::Arc<Webhook>,
+    ) -> DueDelivery {
+        let (event_id, event_type, event_timestamp) = event;
+        DueDelivery {
+            delivery_id,
+            n_attempts: 0,
+            final_attempt: false,
+            event_id: event_id.to_owned(),
+            event_type: event_type.to_owned(),
+            event_timestamp,
+            payload,
+            webhook,
+        }
+    }
+}
+
 /// Where the store finds one delivery: deliveries are keyed by account,
 /// then id.
 #[derive(Debug, Clone, PartialEq, Eq)]

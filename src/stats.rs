@@ -17,6 +17,34 @@ pub struct WebhookSample {
     pub durations_ms: Vec<u64>,
 }
 
+/// Samples gathered per webhook from a store's rows: delivery counts by
+/// status and attempt durations, in webhook order. Both stores fill it.
+#[derive(Default)]
+pub struct Samples(std::collections::BTreeMap<String, WebhookSample>);
+
+impl Samples {
+    fn of(&mut self, webhook_id: String) -> &mut WebhookSample {
+        self.0.entry(webhook_id.clone()).or_insert_with(|| WebhookSample { webhook_id, ..Default::default() })
+    }
+
+    /// `n` deliveries of `webhook_id` in `status` (as the store spells it;
+    /// a status this Herald does not know is left out of the counts).
+    pub fn add_count(&mut self, webhook_id: String, status: &str, n: i64) {
+        let sample = self.of(webhook_id);
+        if let Some(status) = DeliveryStatus::parse(status) {
+            sample.add_count(status, n.max(0) as u64);
+        }
+    }
+
+    pub fn add_duration(&mut self, webhook_id: String, ms: i64) {
+        self.of(webhook_id).durations_ms.push(ms.max(0) as u64);
+    }
+
+    pub fn into_vec(self) -> Vec<WebhookSample> {
+        self.0.into_values().collect()
+    }
+}
+
 impl WebhookSample {
     pub fn add_count(&mut self, status: DeliveryStatus, n: u64) {
         match status {

@@ -4,15 +4,13 @@
 //! by (account, id): ids are ULIDs compared bytewise, so a time range is an
 //! id range.
 
-use std::collections::BTreeMap;
-
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::attempts::ATTEMPT_DURATIONS;
 use super::rows::{DELIVERY_COLUMNS, DELIVERY_FROM, delivery_from_row};
-use crate::model::{Delivery, DeliveryFilter, DeliveryStatus, Timestamp};
-use crate::stats::WebhookSample;
+use crate::model::{Delivery, DeliveryFilter, Timestamp};
+use crate::stats::{Samples, WebhookSample};
 use crate::store::StoreResult;
 use crate::store::values::id_at;
 
@@ -60,7 +58,7 @@ pub(super) async fn stats(
     until: Timestamp,
     webhook_id: Option<&str>,
 ) -> StoreResult<Vec<WebhookSample>> {
-    let mut samples: BTreeMap<String, WebhookSample> = BTreeMap::new();
+    let mut samples = Samples::default();
     let (from, to) = (id_at("dlv", since), id_at("dlv", until));
     let counts = client
         .prepare_cached(
@@ -69,22 +67,12 @@ pub(super) async fn stats(
         )
         .await?;
     for row in client.query(&counts, &[&account_id, &from, &to, &webhook_id]).await? {
-        let (webhook, status, n): (String, String, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let sample = samples
-            .entry(webhook.clone())
-            .or_insert_with(|| WebhookSample { webhook_id: webhook, ..Default::default() });
-        if let Some(status) = DeliveryStatus::parse(&status) {
-            sample.add_count(status, n as u64);
-        }
+        let status: String = row.try_get(1)?;
+        samples.add_count(row.try_get(0)?, &status, row.try_get(2)?);
     }
     let durations = client.prepare_cached(ATTEMPT_DURATIONS).await?;
     for row in client.query(&durations, &[&account_id, &from, &to, &webhook_id]).await? {
-        let (webhook, ms): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
-        samples
-            .entry(webhook.clone())
-            .or_insert_with(|| WebhookSample { webhook_id: webhook, ..Default::default() })
-            .durations_ms
-            .push(ms.max(0) as u64);
+        samples.add_duration(row.try_get(0)?, row.try_get(1)?);
     }
-    Ok(samples.into_values().collect())
+    Ok(samples.into_vec())
 }

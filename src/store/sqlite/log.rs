@@ -3,14 +3,12 @@
 //! are ranges of the deliveries table keyed by (account, id): delivery ids
 //! are ULIDs, so a time range is an id range and needs no index of its own.
 
-use std::collections::BTreeMap;
-
 use rusqlite::{Connection, params};
 
 use super::attempts;
 use super::rows::{DELIVERY_COLUMNS, DELIVERY_FROM, delivery_from_row, id_at};
-use crate::model::{Delivery, DeliveryFilter, DeliveryStatus, Timestamp};
-use crate::stats::WebhookSample;
+use crate::model::{Delivery, DeliveryFilter, Timestamp};
+use crate::stats::{Samples, WebhookSample};
 use crate::store::StoreResult;
 
 /// One page of an account's deliveries, newest first.
@@ -57,7 +55,7 @@ pub(super) fn stats(
     until: Timestamp,
     webhook_id: Option<&str>,
 ) -> StoreResult<Vec<WebhookSample>> {
-    let mut samples: BTreeMap<String, WebhookSample> = BTreeMap::new();
+    let mut samples = Samples::default();
     let mut counts = conn.prepare_cached(
         "SELECT webhook_id, status, COUNT(*) FROM deliveries WHERE account_id = ?1 AND id >= ?2 \
              AND id < ?3 AND (?4 IS NULL OR webhook_id = ?4) GROUP BY webhook_id, status",
@@ -68,23 +66,14 @@ pub(super) fn stats(
     })?;
     for row in rows {
         let (webhook, status, n) = row?;
-        let sample = samples
-            .entry(webhook.clone())
-            .or_insert_with(|| WebhookSample { webhook_id: webhook, ..Default::default() });
-        if let Some(status) = DeliveryStatus::parse(&status) {
-            sample.add_count(status, n as u64);
-        }
+        samples.add_count(webhook, &status, n);
     }
     let mut durations = conn.prepare_cached(attempts::ATTEMPT_DURATIONS)?;
     let rows = durations
         .query_map(params![account_id, from, to, webhook_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (webhook, ms) = row?;
-        samples
-            .entry(webhook.clone())
-            .or_insert_with(|| WebhookSample { webhook_id: webhook, ..Default::default() })
-            .durations_ms
-            .push(ms.max(0) as u64);
+        samples.add_duration(webhook, ms);
     }
-    Ok(samples.into_values().collect())
+    Ok(samples.into_vec())
 }

@@ -66,16 +66,13 @@ pub(super) fn ingest_in(
             let delivery_id = new_id_at("dlv", now);
             let handed = room.take(&webhook.id);
             if handed {
-                ingested.handed.push(DueDelivery {
-                    delivery_id: delivery_id.clone(),
-                    n_attempts: 0,
-                    final_attempt: false,
-                    event_id: id.clone(),
-                    event_type: event.event_type.clone(),
-                    event_timestamp: timestamp,
-                    payload: payload.clone(),
-                    webhook: Arc::clone(webhook),
-                });
+                let event = (id.as_str(), event.event_type.as_str(), timestamp);
+                ingested.handed.push(DueDelivery::fresh(
+                    delivery_id.clone(),
+                    event,
+                    payload.clone(),
+                    Arc::clone(webhook),
+                ));
             } else {
                 waiting.push(webhook.id.clone());
             }
