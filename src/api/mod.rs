@@ -7,6 +7,7 @@ mod deliveries;
 mod egress;
 mod events;
 mod extract;
+mod metrics;
 mod viber;
 mod webhooks;
 
@@ -22,6 +23,7 @@ use crate::model::TargetPolicy;
 use crate::store::Store;
 
 pub use extract::{AccountCaller, Caller, JsonBody};
+pub use metrics::open_router as metrics_router;
 pub use webhooks::validate_url;
 
 /// What every handler can reach.
@@ -60,11 +62,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/deliveries/{id}/retry", post(deliveries::retry));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::operator))
         .route("/pa/set_webhook", post(viber::set_webhook))
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_in_flight))
         .with_state(state)
 }
 
@@ -78,6 +82,16 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
         "version": env!("CARGO_PKG_VERSION"),
         "recorder": if stalled { "retrying: the database cannot be written" } else { "ok" },
     }))
+}
+
+/// Counts the request in `/metrics` while it is being answered.
+async fn count_in_flight(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let _in_flight = state.engine.metrics().request_started();
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

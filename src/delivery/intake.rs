@@ -21,7 +21,10 @@ impl Engine {
         let (engine, account_id) = (self.clone(), account_id.to_owned());
         let ingest = tokio::spawn(async move {
             let admit = engine.admission();
+            // One ingest is all the account's or all Herald's own (`herald.*`).
+            let own = events.first().is_some_and(|e| e.event_type.starts_with(crate::filter::OPERATIONAL_PREFIX));
             let ingested = engine.store.ingest(&account_id, events, engine.clock.now(), admit).await?;
+            engine.config.metrics.events_ingested(ingested.outcomes.iter().filter(|o| !o.duplicate).count(), own);
             engine.hand_over(ingested.handed);
             let waiting = ingested.outcomes.iter().flat_map(|o| o.webhook_ids.iter().map(String::as_str));
             engine.mark_due(waiting, engine.clock.now());

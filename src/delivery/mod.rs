@@ -61,6 +61,8 @@ pub struct EngineConfig {
     /// The largest body a `compose` template may render: the largest the
     /// API takes (`--max-body-bytes`), so no template amplifies an event.
     pub max_rendered_body: usize,
+    /// What the engine counts for `/metrics` (nothing, by default).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +73,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             max_rendered_body: crate::config::DEFAULT_MAX_BODY_BYTES,
+            metrics: Arc::default(),
         }
     }
 }
@@ -204,6 +207,23 @@ impl Engine {
     /// The last commit of finished attempts failed and is being retried.
     pub fn recording_stalled(&self) -> bool {
         self.recording_stalled.load(Ordering::Acquire)
+    }
+
+    /// What the engine counts for `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.config.metrics
+    }
+
+    /// What waits in the schedule now, for `/metrics`.
+    pub fn waiting(&self) -> crate::metrics::Waiting {
+        let now = self.clock.now();
+        let schedule = self.schedule.lock().unwrap();
+        let due_now = schedule.due.values().filter(|due| due.at <= now).count();
+        crate::metrics::Waiting {
+            webhooks_due_now: due_now,
+            webhooks_due_later: schedule.due.len() - due_now,
+            deliveries_queued: schedule.total_queued,
+        }
     }
 
     /// A feed of attempts as they are recorded.

@@ -49,6 +49,9 @@ impl Engine {
             Some((record, receiver_says, transition)) => {
                 // Rare: most attempts change nothing for their webhook.
                 let succeeded = record.next == NextStep::Success;
+                if transition == Transition::Opened {
+                    self.config.metrics.breaker_opened();
+                }
                 if transition != Transition::Nothing || (succeeded && due.webhook.failing_since.is_some()) {
                     self.on_transition(&due.webhook, transition, succeeded).await;
                 }

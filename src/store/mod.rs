@@ -207,11 +207,15 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the store a `--database` URL names: `sqlite://PATH`, optionally
 /// with `?busy_timeout_ms=N`. Webhook secrets are kept as `at_rest` says
-/// (sealed with its key, if it has one).
-pub fn open(url: &str, at_rest: crate::sealing::AtRest) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+/// (sealed with its key, if it has one); commits are counted in `commits`.
+pub fn open(
+    url: &str,
+    at_rest: crate::sealing::AtRest,
+    commits: crate::metrics::CommitMetrics,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     if let Some((path, query)) = sqlite_parts(url) {
         let options = SqliteOptions::parse(query).map_err(|e| anyhow::anyhow!("database url `{url}`: {e}"))?;
-        return Ok(std::sync::Arc::new(SqliteStore::open_with(std::path::Path::new(path), options, at_rest)?));
+        return Ok(std::sync::Arc::new(SqliteStore::open_with(std::path::Path::new(path), options, at_rest, commits)?));
     }
     anyhow::bail!("unsupported database url `{url}`: expected sqlite://PATH")
 }

@@ -17,6 +17,7 @@ mod delivery;
 mod engine;
 mod hardening;
 mod ingest;
+mod metrics;
 mod operational;
 mod profiles;
 mod receivers;
