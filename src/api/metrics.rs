@@ -10,13 +10,23 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::{AppState, Caller};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::model::Principal;
 
 /// The text format's content type, version 0.0.4.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /metrics` on the API listener: the operator only.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the Prometheus text format (operator token)", content_type = "text/plain", body = String),
+        (status = "default", description = "an error", body = ErrorBody),
+    )
+)]
 pub async fn operator(State(state): State<AppState>, Caller(caller): Caller) -> Result<Response, ApiError> {
     if caller != Principal::Operator {
         return Err(ApiError::new(ErrorCode::Forbidden, "/metrics takes the operator token"));

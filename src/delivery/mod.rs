@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use admission::Admission;
 pub use attempt::{Performed, ReceiverSays, is_success, next_step, perform};
 use breaker::{Allowance, Breaker};
+pub use breaker::{Circuit, CircuitState};
 pub use operational::{DELIVERY_EXHAUSTED, WEBHOOK_DISABLED, WEBHOOK_RECOVERED};
 
 use crate::clock::SharedClock;
