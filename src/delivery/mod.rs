@@ -25,6 +25,7 @@ mod attempt;
 mod breaker;
 mod drive;
 mod intake;
+mod observe;
 mod operational;
 mod pace;
 mod recorder;
@@ -208,23 +209,6 @@ impl Engine {
     /// The last commit of finished attempts failed and is being retried.
     pub fn recording_stalled(&self) -> bool {
         self.recording_stalled.load(Ordering::Acquire)
-    }
-
-    /// What the engine counts for `/metrics`.
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
-        &self.config.metrics
-    }
-
-    /// What waits in the schedule now, for `/metrics`.
-    pub fn waiting(&self) -> crate::metrics::Waiting {
-        let now = self.clock.now();
-        let schedule = self.schedule.lock().unwrap();
-        let due_now = schedule.due.values().filter(|due| due.at <= now).count();
-        crate::metrics::Waiting {
-            webhooks_due_now: due_now,
-            webhooks_due_later: schedule.due.len() - due_now,
-            deliveries_queued: schedule.total_queued,
-        }
     }
 
     /// A feed of attempts as they are recorded.
