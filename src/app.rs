@@ -21,6 +21,8 @@ use crate::store::{self, Bootstrap};
 
 pub struct Application {
     listener: TcpListener,
+    /// `--metrics-listen`: `/metrics` without a token, on its own address.
+    metrics_listener: Option<TcpListener>,
     router: axum::Router,
     listener_config: ListenerConfig,
     engine: Arc<Engine>,
@@ -31,7 +33,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ServeConfig, clock: SharedClock) -> anyhow::Result<Application> {
-        let store = store::open(&config.database, crate::sealing::AtRest::new(config.secret_key.clone())).await?;
+        let metrics = Arc::new(crate::metrics::Metrics::new(config.metrics));
+        let at_rest = crate::sealing::AtRest::new(config.secret_key.clone());
+        let store = store::open(&config.database, at_rest, metrics.commits()).await?;
         let now = clock.now();
         let bootstrap = store.bootstrap(config.admin_token.clone(), now).await.context("bootstrapping the database")?;
         for (account_id, webhook_id) in &bootstrap.webhooks_keyed_by_api_tokens {
@@ -46,6 +50,12 @@ impl Application {
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.with_context(|| format!("metrics_listen: listening on {addr}"))?)
+            }
+            None => None,
+        };
         if let Some(path) = &config.credentials_file {
             record_credentials(path, &bootstrap, local_addr)?;
         }
@@ -53,7 +63,7 @@ impl Application {
             crate::env_webhook::apply(&*store, &bootstrap.first_account_id, env, config.targets(), now).await?;
         }
         let outbound = Outbound::new(config.allow_private_targets, config.bind_address)?;
-        let mut engine_config = config.engine.clone();
+        let mut engine_config = crate::delivery::EngineConfig { metrics, ..config.engine.clone() };
         if let Some(budget) = listener::descriptor_budget()
             && engine_config.max_in_flight > budget
         {
@@ -87,11 +97,32 @@ impl Application {
             bind_address: config.bind_address,
         };
         let router = api::router(state.clone(), config.max_body_bytes);
-        Ok(Application { listener, router, listener_config: config.listener, engine, state, bootstrap })
+        Ok(Application {
+            listener,
+            metrics_listener,
+            router,
+            listener_config: config.listener,
+            engine,
+            state,
+            bootstrap,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where `--metrics-listen` serves `/metrics`, if it is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves `/metrics` on its own listener, if one is configured.
+    fn spawn_metrics_listener(&mut self, shutdown: &CancellationToken) {
+        if let Some(listener) = self.metrics_listener.take() {
+            let router = api::metrics_router(self.state.clone());
+            tokio::spawn(listener::serve(listener, router, self.listener_config.clone(), shutdown.clone()));
+        }
     }
 
     /// The delivery engine, for a caller that drives it by hand (tests,
@@ -103,7 +134,8 @@ impl Application {
     /// Serves the API only: the engine sends nothing until the caller
     /// drives it (`Engine::run_until_idle`), so a test can assert what was
     /// sent, and that nothing more was.
-    pub async fn run_api(self, shutdown: CancellationToken) {
+    pub async fn run_api(mut self, shutdown: CancellationToken) {
+        self.spawn_metrics_listener(&shutdown);
         listener::serve(self.listener, self.router, self.listener_config, shutdown).await;
     }
 
@@ -114,7 +146,8 @@ impl Application {
 
     /// Serves the API and runs the engine until `shutdown`; then stops
     /// taking requests and lets attempts in flight finish within the grace.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.spawn_metrics_listener(&shutdown);
         let engine = tokio::spawn(self.engine.run(shutdown.clone()));
         listener::serve(self.listener, self.router, self.listener_config, shutdown.clone()).await;
         engine.await?;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::delivery::EngineConfig;
 use crate::listener::ListenerConfig;
+use crate::metrics::MetricsConfig;
 use crate::sealing::SecretKey;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -102,6 +103,18 @@ pub struct ServeArgs {
     /// a flag's value would show in the process list.
     #[arg(skip)]
     pub secret_key: Option<SecretText>,
+    /// Also serve `/metrics` without a token on this separate address
+    /// (for a Prometheus scraper); on the API listener it takes the
+    /// operator token.
+    #[arg(long, env = "HERALD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Label deliveries and attempts with their webhook id too (one series
+    /// per webhook: mind the number of webhooks).
+    #[arg(long, env = "HERALD_METRICS_PER_WEBHOOK")]
+    pub metrics_per_webhook: bool,
+    /// Count nothing and serve no `/metrics` (the bench's baseline).
+    #[arg(long, env = "HERALD_NO_METRICS")]
+    pub no_metrics: bool,
 }
 
 /// Text that is a secret: its `Debug` never shows it.
@@ -153,6 +166,9 @@ struct FileConfig {
     admin_token: Option<String>,
     bind_address: Option<IpAddr>,
     secret_key_file: Option<PathBuf>,
+    metrics_listen: Option<String>,
+    metrics_per_webhook: Option<bool>,
+    no_metrics: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +189,9 @@ pub struct ServeConfig {
     /// Where the first start writes the default account's token for the
     /// CLI (`store::credentials_path` of the database); none for none.
     pub credentials_file: Option<std::path::PathBuf>,
+    /// Where `/metrics` is also served, without a token.
+    pub metrics_listen: Option<SocketAddr>,
+    pub metrics: MetricsConfig,
 }
 
 impl ServeConfig {
@@ -204,6 +223,19 @@ impl ServeConfig {
         };
         let max_body_bytes = args.max_body_bytes.or(file.max_body_bytes).unwrap_or(DEFAULT_MAX_BODY_BYTES);
         let engine = EngineConfig { max_rendered_body: max_body_bytes, ..engine };
+        let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
+            Some(text) => {
+                Some(text.parse().with_context(|| format!("metrics_listen: `{text}` is not an address:port"))?)
+            }
+            None => None,
+        };
+        let metrics = MetricsConfig {
+            disabled: args.no_metrics || file.no_metrics.unwrap_or(false),
+            per_webhook: args.metrics_per_webhook || file.metrics_per_webhook.unwrap_or(false),
+        };
+        if metrics.disabled && metrics_listen.is_some() {
+            anyhow::bail!("metrics_listen: metrics are turned off (no_metrics)");
+        }
         let listener_defaults = ListenerConfig::default();
         let listener = ListenerConfig {
             max_connections: args
@@ -247,6 +279,8 @@ impl ServeConfig {
             engine,
             listener,
             secret_key: secret_key(args.secret_key, args.secret_key_file.or(file.secret_key_file))?,
+            metrics_listen,
+            metrics,
         })
     }
 }

@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use crate::store::StoreError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialised (and documented in the OpenAPI document) as its `as_str`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body is not JSON, or not the JSON the endpoint takes.
     InvalidJson,
@@ -34,6 +36,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 10] = [
+        Self::InvalidJson,
+        Self::InvalidField,
+        Self::PayloadTooLarge,
+        Self::RequestTimeout,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::Conflict,
+        Self::Internal,
+        Self::Unavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidJson => "invalid_json",
@@ -70,10 +85,13 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
+/// Every API error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    pub code: ErrorCode,
+    /// What is wrong and where, for a person.
+    pub message: &'a str,
 }
 
 impl ApiError {
@@ -92,7 +110,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { code: self.code.as_str(), message: &self.message };
+        let body = ErrorBody { code: self.code, message: &self.message };
         (self.code.status(), Json(body)).into_response()
     }
 }
@@ -116,6 +134,18 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %err, "store error");
                 ApiError::new(ErrorCode::Internal, "internal error")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn codes_serialise_as_their_names() {
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str(), "{code:?}");
         }
     }
 }

@@ -8,7 +8,8 @@
 //! `delivery` engine claims due deliveries from the store, renders each
 //! through its webhook's `profile`, signs it (`signing`), sends it with the
 //! one outbound client (`http_client`) and records the attempt; `retry`
-//! decides the waits. Every wait reads the one `clock`. `cli` holds the
+//! decides the waits. Every wait reads the one `clock`; `metrics` names
+//! what is counted for `/metrics`. `cli` holds the
 //! subcommands of the `herald` binary.
 
 pub mod api;
@@ -27,6 +28,7 @@ pub mod filter;
 pub mod http_client;
 pub mod js_json;
 pub mod listener;
+pub mod metrics;
 pub mod model;
 pub mod profile;
 pub mod retry;

@@ -86,6 +86,19 @@ impl Timestamp {
     }
 }
 
+/// In the API document: an RFC 3339 date-time, as it is serialised.
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{KnownFormat, ObjectBuilder, SchemaFormat, schema::Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Timestamp {}
+
 impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_rfc3339())
@@ -124,7 +137,7 @@ pub fn new_id_at(prefix: &str, at: Timestamp) -> String {
     text
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Pending,
@@ -161,7 +174,7 @@ impl fmt::Display for DeliveryStatus {
 }
 
 /// Why an attempt did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorClass {
     /// No response within the webhook's timeout.
@@ -208,7 +221,7 @@ impl ErrorClass {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Account {
     pub id: String,
     pub name: String,
@@ -249,7 +262,7 @@ pub struct TargetPolicy {
 
 /// The most requests a webhook's receiver gets: `per_second` on average,
 /// up to `burst` at once after a quiet spell (a token bucket).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub per_second: f64,
@@ -287,7 +300,7 @@ pub struct Disabled {
 
 /// A signing secret that keeps signing beside the current one until
 /// `expires_at` (secret rotation).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RetiringSecret {
     pub secret: String,
     pub expires_at: Timestamp,
@@ -382,18 +395,20 @@ pub struct NewEvent {
     pub timestamp: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The payload as it was sent: any JSON value.
+    #[schema(value_type = serde_json::Value)]
     pub payload: Box<serde_json::value::RawValue>,
     pub webhook_id: Option<String>,
     pub timestamp: Timestamp,
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IngestOutcome {
     pub id: String,
     pub deliveries: u32,
@@ -405,7 +420,7 @@ pub struct IngestOutcome {
     pub webhook_ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: String,
     /// The event's payload text (for the seed 004 log words).
@@ -425,7 +440,7 @@ pub struct Delivery {
     pub updated_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub started_at: Timestamp,
     pub duration_ms: u64,

@@ -15,7 +15,7 @@ pub const MAX_ATTEMPTS: u32 = 50;
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(24 * 3600);
 
 /// A webhook's retry policy, as the API accepts and returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum RetryPolicy {
     /// A named policy (`standard`, `business`, `routee`, `wwebjs`, `viber-bot`).
@@ -25,7 +25,7 @@ pub enum RetryPolicy {
     Exponential(Exponential),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Exponential {
     /// Seconds to wait after the first failed attempt.

@@ -56,7 +56,7 @@ impl WebhookSample {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Latency {
     pub p50: u64,
     pub p90: u64,
@@ -64,7 +64,7 @@ pub struct Latency {
     pub max: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Summary {
     pub deliveries: u64,
     pub by_status: ByStatus,
@@ -76,7 +76,7 @@ pub struct Summary {
     pub latency_ms: Option<Latency>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ByStatus {
     pub pending: u64,
     pub retrying: u64,

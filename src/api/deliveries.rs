@@ -7,26 +7,34 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
 use super::extract::QueryParams;
 use super::{AccountCaller, AppState};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::model::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, Timestamp};
 use crate::stats::{WebhookSample, summarize};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 250;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `pending`, `retrying`, `success` or `failed`.
     status: Option<String>,
     webhook_id: Option<String>,
+    /// The event type.
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// RFC 3339: deliveries created at or after.
     since: Option<String>,
+    /// RFC 3339: deliveries created before.
     until: Option<String>,
+    /// 1 to 250 (default 50).
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -39,6 +47,23 @@ fn parse_time(name: &str, value: Option<String>) -> Result<Option<Timestamp>, Ap
         .transpose()
 }
 
+/// A page of the delivery log, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct Page<'a> {
+    data: Vec<DeliveryView<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/deliveries`: the delivery log, filtered, newest first.
+#[utoipa::path(
+    get,
+    path = "/deliveries",
+    tag = "deliveries",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, body = Page), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn list(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -80,11 +105,6 @@ pub async fn list(
     } else {
         None
     };
-    #[derive(Serialize)]
-    struct Page<'a> {
-        data: Vec<DeliveryView<'a>>,
-        next_cursor: Option<String>,
-    }
     // Serialised as typed views: a failure would be a 500, never a panic.
     Ok(Json(Page { data: page.iter().map(DeliveryView::of).collect(), next_cursor }).into_response())
 }
@@ -96,6 +116,15 @@ fn is_delivery_id(text: &str) -> bool {
         .is_some_and(|ulid| !ulid.bytes().any(|b| b.is_ascii_lowercase()) && ulid::Ulid::from_string(ulid).is_ok())
 }
 
+/// `GET /v1/deliveries/{id}`: one delivery with every attempt.
+#[utoipa::path(
+    get,
+    path = "/deliveries/{id}",
+    tag = "deliveries",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "a delivery id")),
+    responses((status = 200, body = DeliveryView), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn get(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -106,6 +135,16 @@ pub async fn get(
     Ok(Json(DeliveryView { attempts: Some(&attempts), ..DeliveryView::of(&delivery) }).into_response())
 }
 
+/// `POST /v1/deliveries/{id}/retry`: one more attempt of a finished
+/// delivery, now.
+#[utoipa::path(
+    post,
+    path = "/deliveries/{id}/retry",
+    tag = "deliveries",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "a delivery id")),
+    responses((status = 202, description = "scheduled", body = DeliveryView), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn retry(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -117,13 +156,14 @@ pub async fn retry(
 
 /// A delivery as the API shows it: Herald's fields, and the words the
 /// WhatsApp Web API's log uses (seed 004) beside them.
-#[derive(Serialize)]
-struct DeliveryView<'a> {
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryView<'a> {
     #[serde(flatten)]
     delivery: &'a Delivery,
     event: &'a str,
     /// The event's payload as stored (`null` for a text no JSON reader
     /// takes, which ingest no longer stores).
+    #[schema(value_type = Option<serde_json::Value>)]
     payload: Option<&'a RawValue>,
     #[serde(rename = "webhookUrl")]
     webhook_url: &'a str,
@@ -135,7 +175,9 @@ struct DeliveryView<'a> {
     error_message: Option<&'a str>,
     #[serde(rename = "createdAt")]
     created_at: Timestamp,
+    /// Every attempt, oldest first: only when one delivery is read.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Attempt>>)]
     attempts: Option<&'a [Attempt]>,
 }
 
@@ -156,19 +198,31 @@ impl<'a> DeliveryView<'a> {
 }
 
 /// One webhook's summary in the stats.
-#[derive(Serialize)]
-struct WebhookSummary<'a> {
+#[derive(Serialize, ToSchema)]
+pub struct WebhookSummary<'a> {
     #[serde(flatten)]
     summary: crate::stats::Summary,
     webhook_id: &'a str,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
+    /// RFC 3339 (default: a day before `until`).
     since: Option<String>,
+    /// RFC 3339 (default: now).
     until: Option<String>,
     webhook_id: Option<String>,
+}
+
+/// Counts, success rate and latency over a window.
+#[derive(Serialize, ToSchema)]
+pub struct Stats<'a> {
+    since: Timestamp,
+    until: Timestamp,
+    overall: crate::stats::Summary,
+    webhooks: Vec<WebhookSummary<'a>>,
 }
 
 /// The default window of `GET /v1/stats`.
@@ -177,6 +231,14 @@ pub const DEFAULT_STATS_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// `GET /v1/stats`: counts by status, the success rate and attempt latency
 /// percentiles over a window (default: the last 24 hours), overall and per
 /// webhook.
+#[utoipa::path(
+    get,
+    path = "/stats",
+    tag = "deliveries",
+    security(("bearer" = [])),
+    params(StatsQuery),
+    responses((status = 200, body = Stats), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn stats(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -193,12 +255,5 @@ pub async fn stats(
         .iter()
         .map(|sample| WebhookSummary { summary: summarize(&[sample]), webhook_id: &sample.webhook_id })
         .collect();
-    #[derive(Serialize)]
-    struct Stats<'a> {
-        since: Timestamp,
-        until: Timestamp,
-        overall: crate::stats::Summary,
-        webhooks: Vec<WebhookSummary<'a>>,
-    }
     Ok(Json(Stats { since, until, overall: summarize(&all), webhooks: per_webhook }).into_response())
 }

@@ -5,31 +5,65 @@ use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::extract::{parse_json, read_body};
 use super::{AccountCaller, AppState, Caller};
-use crate::error::ApiError;
+use crate::catalogue::Channel;
+use crate::error::{ApiError, ErrorBody};
 use crate::filter;
 use crate::model::{Event, IngestOutcome, NewEvent, Timestamp};
 
 pub const MAX_BATCH: usize = 1000;
 pub const MAX_ID_LEN: usize = 256;
 
-#[derive(Deserialize)]
+/// One event to ingest.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EventIn {
+pub struct EventIn {
+    /// The event type (`herald.*` types are Herald's own).
     #[serde(rename = "type")]
     event_type: String,
+    /// Any JSON value.
+    #[schema(value_type = serde_json::Value)]
     payload: Box<RawValue>,
+    /// The event's id, for deduplication: 1 to 256 visible ASCII
+    /// characters. Generated when absent.
     #[serde(default)]
     id: Option<String>,
+    /// Send to this webhook alone.
     #[serde(default)]
     webhook_id: Option<String>,
+    /// RFC 3339 (default: now).
     #[serde(default)]
     timestamp: Option<String>,
+}
+
+/// One event, or a batch of 1 to 1000: the body as documented. `ingest`
+/// tells the two apart by the first byte, to name a batch's bad event by
+/// its place, so this type is never read into.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum IngestBody {
+    One(EventIn),
+    Batch(Vec<EventIn>),
+}
+
+/// The answer to a batch: each event's outcome, in order.
+#[derive(Serialize, ToSchema)]
+pub struct IngestBatch {
+    events: Vec<IngestOutcome>,
+}
+
+/// One event's outcome, or a batch's.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum IngestAnswer {
+    One(IngestOutcome),
+    Batch(IngestBatch),
 }
 
 impl EventIn {
@@ -173,6 +207,20 @@ fn check_payload(text: &str) -> Result<(), serde_json::Error> {
     serde_json::from_str::<Walk>(text).map(|_| ())
 }
 
+/// `POST /v1/events`: ingest one event or a batch; answered once they and
+/// their deliveries are committed.
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "events",
+    security(("bearer" = [])),
+    request_body = IngestBody,
+    responses(
+        (status = 202, description = "stored, with the deliveries it made", body = IngestAnswer),
+        (status = 200, description = "an event with this id was stored before: its outcome", body = IngestOutcome),
+        (status = "default", description = "an error", body = ErrorBody),
+    )
+)]
 pub async fn ingest(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -192,11 +240,8 @@ pub async fn ingest(
     let outcomes = state.engine.ingest(&account_id, events).await?;
     if is_batch {
         // Serialised straight from the outcomes, not through a `Value`.
-        #[derive(serde::Serialize)]
-        struct Batch {
-            events: Vec<IngestOutcome>,
-        }
-        return Ok((StatusCode::ACCEPTED, Json(Batch { events: outcomes })).into_response());
+        let answer = IngestAnswer::Batch(IngestBatch { events: outcomes });
+        return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
     }
     let Some(outcome) = outcomes.into_iter().next() else {
         return Err(ApiError::from(crate::store::StoreError::Internal(anyhow::anyhow!(
@@ -205,9 +250,18 @@ pub async fn ingest(
     };
     // A repeated id answers with the original event, as a read would.
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok((status, Json(outcome)).into_response())
+    Ok((status, Json(IngestAnswer::One(outcome))).into_response())
 }
 
+/// `GET /v1/events/{id}`: one event, its payload as it came.
+#[utoipa::path(
+    get,
+    path = "/events/{id}",
+    tag = "events",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "an event id")),
+    responses((status = 200, body = Event), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn get(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -218,9 +272,22 @@ pub async fn get(
     Ok(Json(event))
 }
 
+/// The event catalogue.
+#[derive(Serialize, ToSchema)]
+pub struct Catalogue {
+    channels: Vec<Channel>,
+}
+
 /// `GET /v1/event-types`: the event catalogue, per channel.
-pub async fn catalogue(Caller(_): Caller) -> Json<Value> {
-    Json(json!({ "channels": crate::catalogue::by_channel() }))
+#[utoipa::path(
+    get,
+    path = "/event-types",
+    tag = "events",
+    security(("bearer" = [])),
+    responses((status = 200, body = Catalogue), (status = "default", description = "an error", body = ErrorBody))
+)]
+pub async fn catalogue(Caller(_): Caller) -> Json<Catalogue> {
+    Json(Catalogue { channels: crate::catalogue::by_channel() })
 }
 
 #[cfg(test)]

@@ -1,12 +1,16 @@
-//! The HTTP API under `/v1`, plus `/healthz`. One file per resource; this
-//! one holds the router, the shared state and the extractors that turn
-//! requests into typed values or clear `{code, message}` errors.
+//! The HTTP API under `/v1`, plus `/healthz`, `/metrics` and
+//! `/openapi.json`. One file per resource; this one holds the router and
+//! the shared state. Every route is added with `routes!`, which puts it in
+//! the router and its `#[utoipa::path]` in the OpenAPI document at once
+//! (`openapi.rs`): the one list of routes.
 
 mod accounts;
 mod deliveries;
 mod egress;
 mod events;
 mod extract;
+mod metrics;
+mod openapi;
 mod viber;
 mod webhooks;
 
@@ -14,7 +18,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::clock::SharedClock;
 use crate::error::{ApiError, ErrorCode};
@@ -22,6 +27,8 @@ use crate::model::TargetPolicy;
 use crate::store::Store;
 
 pub use extract::{AccountCaller, Caller, JsonBody};
+pub use metrics::open_router as metrics_router;
+pub use openapi::document;
 pub use webhooks::validate_url;
 
 /// What every handler can reach.
@@ -40,44 +47,76 @@ pub struct AppState {
     pub bind_address: Option<std::net::IpAddr>,
 }
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let v1 = Router::new()
-        .route("/accounts", post(accounts::create))
-        .route("/account", get(accounts::get_own).patch(accounts::update_own))
-        .route("/event-types", get(events::catalogue))
-        .route("/stats", get(deliveries::stats))
-        .route("/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
-        .route("/webhooks/{id}/secret", get(webhooks::secret))
-        .route("/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
-        .route("/webhooks/{id}/test", post(webhooks::send_test))
-        .route("/viber/auth-tokens", post(viber::create_auth_token))
-        .route("/events", post(events::ingest))
-        .route("/events/{id}", get(events::get))
-        .route("/egress", get(egress::get))
-        .route("/deliveries", get(deliveries::list))
-        .route("/deliveries/{id}", get(deliveries::get))
-        .route("/deliveries/{id}/retry", post(deliveries::retry));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/pa/set_webhook", post(viber::set_webhook))
+/// Every route of the API with its documentation: the router and the
+/// OpenAPI document are both made from this list.
+pub fn routes() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(accounts::create))
+        .routes(routes!(accounts::get_own, accounts::update_own))
+        .routes(routes!(events::catalogue))
+        .routes(routes!(deliveries::stats))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::secret))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::send_test))
+        .routes(routes!(viber::create_auth_token))
+        .routes(routes!(events::ingest))
+        .routes(routes!(events::get))
+        .routes(routes!(egress::get))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::get))
+        .routes(routes!(deliveries::retry));
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics::operator))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(viber::set_webhook))
         .nest("/v1", v1)
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let (router, document) = routes().split_for_parts();
+    let document = std::sync::Arc::new(openapi::finish(document));
+    router
+        .layer(axum::Extension(document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_in_flight))
         .with_state(state)
+}
+
+/// `GET /healthz`'s answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok`, or `degraded` while finished attempts cannot be recorded.
+    status: &'static str,
+    version: &'static str,
+    recorder: &'static str,
 }
 
 /// Liveness, and whether finished attempts can be recorded: `degraded`
 /// while the store refuses the recorder's commits (a lock another process
 /// holds, a full disk), when no new attempt starts.
-async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<serde_json::Value> {
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<Health> {
     let stalled = state.engine.recording_stalled();
-    axum::Json(serde_json::json!({
-        "status": if stalled { "degraded" } else { "ok" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "recorder": if stalled { "retrying: the database cannot be written" } else { "ok" },
-    }))
+    axum::Json(Health {
+        status: if stalled { "degraded" } else { "ok" },
+        version: env!("CARGO_PKG_VERSION"),
+        recorder: if stalled { "retrying: the database cannot be written" } else { "ok" },
+    })
+}
+
+/// Counts the request in `/metrics` while it is being answered.
+async fn count_in_flight(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let _in_flight = state.engine.metrics().request_started();
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

@@ -10,13 +10,14 @@
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 
 use super::extract::{parse_json, read_body};
 use super::webhooks::validate_url;
 use super::{AccountCaller, AppState};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::model::{Principal, Timestamp, Webhook};
 use crate::profile::{
     OutgoingRequest, Profile, ProfileOptions, VIBER_EVENT_TYPES, VIBER_MANDATORY_EVENTS, viber_event_types_reply,
@@ -47,16 +48,28 @@ impl ViberStatus {
     }
 }
 
-fn reply(status: ViberStatus, detail: Option<String>) -> Json<Value> {
-    let mut body = json!({"status": status as i32, "status_message": status.message()});
-    if let Some(detail) = detail {
-        body["details"] = Value::String(detail);
-    }
-    Json(body)
+/// Viber's answer to `set_webhook`: always HTTP 200.
+#[derive(Serialize, ToSchema)]
+pub struct ViberReply {
+    /// 0 ok, 1 invalidUrl, 2 invalidAuthToken, 3 badData, 4 missingData, 99 generalError.
+    status: i32,
+    status_message: &'static str,
+    /// What went wrong, when something did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<String>,
+    /// The event types the webhook gets (a webhook set, not removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_types: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
-struct SetWebhook {
+fn reply(status: ViberStatus, details: Option<String>) -> Json<ViberReply> {
+    Json(ViberReply { status: status as i32, status_message: status.message(), details, event_types: None })
+}
+
+/// The Viber Bot API's `set_webhook` body.
+#[derive(Deserialize, ToSchema)]
+pub struct SetWebhook {
+    /// The bot's webhook; empty removes it.
     url: Option<String>,
     event_types: Option<Vec<String>>,
     #[serde(default)]
@@ -68,24 +81,44 @@ struct SetWebhook {
 /// `POST /v1/viber/auth-tokens`: a new bot auth token for the caller's
 /// account, shown this once (Herald keeps its hash, and the token itself
 /// only as the signing key of the webhook it registers).
+/// A new Viber bot auth token, shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct ViberToken {
+    token: String,
+    created_at: Timestamp,
+}
+
+#[utoipa::path(
+    post,
+    path = "/viber/auth-tokens",
+    tag = "viber",
+    security(("bearer" = [])),
+    responses((status = 201, body = ViberToken), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn create_auth_token(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ViberToken>), ApiError> {
     let token = signing::generate_token();
     let now = state.clock.now();
     state.store.create_viber_bot_token(&account_id, &signing::token_hash(&token), now).await?;
-    Ok((StatusCode::CREATED, Json(json!({"token": token, "created_at": now}))))
+    Ok((StatusCode::CREATED, Json(ViberToken { token, created_at: now })))
 }
 
-pub async fn set_webhook(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Json<Value> {
+/// `POST /pa/set_webhook`: the Viber Bot API's webhook registration.
+#[utoipa::path(
+    post,
+    path = "/pa/set_webhook",
+    tag = "viber",
+    security(("viber_auth_token" = [])),
+    request_body = SetWebhook,
+    responses((status = 200, description = "Viber's status, whatever happened", body = ViberReply))
+)]
+pub async fn set_webhook(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Json<ViberReply> {
     match handle(&state, &headers, request).await {
         Ok(event_types) => {
-            let Json(mut body) = reply(ViberStatus::Ok, None);
-            if let Some(types) = event_types {
-                body["event_types"] = json!(types);
-            }
-            Json(body)
+            let Json(body) = reply(ViberStatus::Ok, None);
+            Json(ViberReply { event_types, ..body })
         }
         Err((status, detail)) => reply(status, Some(detail)),
     }

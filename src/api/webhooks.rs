@@ -9,11 +9,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::extract::OptionalJson;
 use super::{AccountCaller, AppState, JsonBody};
-use crate::error::{ApiError, ErrorCode};
+use crate::delivery::Circuit;
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::model::{IngestOutcome, RateLimit, RetiringSecret, TargetPolicy, Timestamp, Webhook};
 use crate::profile::{ComposeSpec, Profile, ProfileOptions, RESERVED_HEADERS, check_compose};
 use crate::retry::RetryPolicy;
@@ -24,9 +25,10 @@ pub const MAX_HEADERS: usize = 50;
 pub const TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=120_000;
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
+    /// Where to send (a URL template for the `compose` profile).
     url: String,
     #[serde(default)]
     description: String,
@@ -58,21 +60,25 @@ pub struct CreateWebhook {
 }
 
 /// Absent fields stay as they are; `null` resets the nullable ones.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     url: Option<String>,
     description: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
     event_types: Option<Option<Vec<String>>>,
     enabled: Option<bool>,
     headers: Option<BTreeMap<String, String>>,
     profile: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RetryPolicy>)]
     retry: Option<Option<RetryPolicy>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
     timeout_ms: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimit>)]
     rate_limit: Option<Option<RateLimit>>,
     template: Option<ComposeSpec>,
     send_name: Option<bool>,
@@ -84,21 +90,36 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct WebhookView<'a> {
     id: &'a str,
     url: &'a str,
     description: &'a str,
+    /// Event-type filters (`exact`, `prefix*`); `null` takes every event.
+    #[schema(value_type = Option<Vec<String>>)]
     event_types: &'a Option<Vec<String>>,
     enabled: bool,
+    #[schema(value_type = BTreeMap<String, String>)]
     headers: &'a BTreeMap<String, String>,
     profile: &'static str,
+    /// The policy set on the webhook; `null` for its profile's default.
+    #[schema(value_type = Option<RetryPolicy>)]
     retry: &'a Option<RetryPolicy>,
     timeout_ms: Option<u64>,
     effective_retry: RetryPolicy,
     effective_timeout_ms: u64,
-    #[serde(flatten)]
-    options: &'a ProfileOptions,
+    /// `compose`: the request template. (`ProfileOptions`' fields, each
+    /// named here: that type refuses unknown fields, which its schema says,
+    /// so it cannot be flattened into this one's.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ComposeSpec>)]
+    template: Option<&'a ComposeSpec>,
+    /// `viber-bot`: the user's name is kept in payloads.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    send_name: bool,
+    /// `viber-bot`: the user's avatar is kept in payloads.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    send_photo: bool,
     created_at: Timestamp,
     updated_at: Timestamp,
     /// Why Herald disabled it (its receiver answered 410 Gone); null when
@@ -126,7 +147,9 @@ impl<'a> From<&'a Webhook> for WebhookView<'a> {
             timeout_ms: w.timeout_ms,
             effective_retry: w.effective_retry().resolve(),
             effective_timeout_ms: w.effective_timeout_ms(),
-            options: &w.options,
+            template: w.options.template.as_ref(),
+            send_name: w.options.send_name,
+            send_photo: w.options.send_photo,
             created_at: w.created_at,
             updated_at: w.updated_at,
             disabled_reason: w.disabled.as_ref().map(|d| d.reason.as_str()),
@@ -309,16 +332,45 @@ fn check_profile_fields(webhook: &Webhook, policy: TargetPolicy) -> Result<Vec<S
 
 /// A webhook's view with what one answer adds to it: the template's
 /// warnings (create, update), the secret (create), the circuit (read).
-#[derive(Serialize)]
-struct WebhookAnswer<'a> {
+#[derive(Serialize, ToSchema)]
+pub struct WebhookAnswer<'a> {
     #[serde(flatten)]
     view: WebhookView<'a>,
+    /// The template's warnings (create, update).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
+    /// The signing secret (create only).
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<&'a str>,
+    /// Its circuit breaker (read only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    circuit: Option<Value>,
+    circuit: Option<Circuit>,
+}
+
+/// Every webhook of the account.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList<'a> {
+    data: Vec<WebhookView<'a>>,
+}
+
+/// A webhook's signing secrets.
+#[derive(Serialize, ToSchema)]
+pub struct Secrets<'a> {
+    secret: &'a str,
+    /// The `whpk_` public key, for an ed25519 webhook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+    /// The secret before the last rotation, while it still signs beside
+    /// the new one.
+    previous_secret: Option<PreviousSecret<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PreviousSecret<'a> {
+    secret: &'a str,
+    expires_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
 }
 
 impl<'a> WebhookAnswer<'a> {
@@ -327,6 +379,15 @@ impl<'a> WebhookAnswer<'a> {
     }
 }
 
+/// `POST /v1/webhooks`: a new webhook; its secret is in the answer.
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    request_body = CreateWebhook,
+    responses((status = 201, body = WebhookAnswer), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn create(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -377,15 +438,31 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
+/// `GET /v1/webhooks`: every webhook of the account.
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    responses((status = 200, body = WebhookList), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn list(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let webhooks = state.store.list_webhooks(&account_id).await?;
-    let views: Vec<WebhookView> = webhooks.iter().map(WebhookView::from).collect();
-    Ok(Json(json!({ "data": views })))
+    Ok(Json(WebhookList { data: webhooks.iter().map(WebhookView::from).collect() }).into_response())
 }
 
+/// `GET /v1/webhooks/{id}`: one webhook and its circuit breaker.
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "a webhook id")),
+    responses((status = 200, body = WebhookAnswer), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn get(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -396,6 +473,16 @@ pub async fn get(
     Ok(Json(WebhookAnswer { circuit, ..WebhookAnswer::of(&webhook) }).into_response())
 }
 
+/// `PATCH /v1/webhooks/{id}`: change some of a webhook's fields.
+#[utoipa::path(
+    patch,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "a webhook id")),
+    request_body = UpdateWebhook,
+    responses((status = 200, body = WebhookAnswer), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn update(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -460,6 +547,15 @@ pub async fn update(
     Ok(Json(WebhookAnswer { warnings, ..WebhookAnswer::of(&webhook) }).into_response())
 }
 
+/// `DELETE /v1/webhooks/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "a webhook id")),
+    responses((status = 204, description = "deleted"), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
@@ -473,11 +569,19 @@ pub async fn delete(
 /// webhook's secret is its bot's auth token, and a webhook may still sign
 /// with a Herald token from before bot tokens (`/pa/set_webhook` stored the
 /// account's API token). A token is a credential, shown once when made.
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}/secret",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "a webhook id")),
+    responses((status = 200, body = Secrets), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn secret(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let webhook = load(&state, &account_id, &id).await?;
     if webhook.profile == Profile::ViberBot {
         return Err(ApiError::new(
@@ -495,29 +599,32 @@ pub async fn secret(
             ));
         }
     }
-    Ok(Json(secrets_view(&webhook, previous)))
+    Ok(Json(secrets_view(&webhook, previous)).into_response())
 }
 
 /// The answer of `/secret` and `/rotate-secret`: the secrets, and for an
 /// ed25519 webhook the `whpk_` public key of each, so a receiver can trust
 /// both during a rotation.
-fn secrets_view(webhook: &Webhook, previous: Option<&RetiringSecret>) -> Value {
-    let mut view = json!({ "secret": webhook.secret, "previous_secret": previous });
-    if let Some(key) = public_key(webhook.profile, &webhook.secret) {
-        view["public_key"] = Value::String(key);
+fn secrets_view<'a>(webhook: &'a Webhook, previous: Option<&'a RetiringSecret>) -> Secrets<'a> {
+    Secrets {
+        secret: &webhook.secret,
+        public_key: public_key(webhook.profile, &webhook.secret),
+        previous_secret: previous.map(|p| PreviousSecret {
+            secret: &p.secret,
+            expires_at: p.expires_at,
+            public_key: public_key(webhook.profile, &p.secret),
+        }),
     }
-    if let Some(key) = previous.and_then(|p| public_key(webhook.profile, &p.secret)) {
-        view["previous_secret"]["public_key"] = Value::String(key);
-    }
-    view
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// The new secret; generated when absent.
     secret: Option<String>,
-    /// How long the old secret keeps signing beside the new one.
+    /// How long the old secret keeps signing beside the new one (at most
+    /// 604800; default a day).
+    #[schema(maximum = 604800)]
     grace_seconds: Option<u64>,
 }
 
@@ -529,12 +636,21 @@ async fn is_herald_token(state: &AppState, secret: &str) -> Result<bool, ApiErro
 /// `POST /v1/webhooks/{id}/rotate-secret`. Refused for a viber-bot webhook:
 /// its bot verifies with its own auth token, so any other secret would
 /// break the bot; the way to change it is a new bot token.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "a webhook id")),
+    request_body(content = RotateSecret, description = "optional"),
+    responses((status = 200, body = Secrets), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<RotateSecret>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut webhook = load(&state, &account_id, &id).await?;
     let read_at = webhook.updated_at;
     if webhook.profile == Profile::ViberBot {
@@ -574,9 +690,18 @@ pub async fn rotate_secret(
         (webhook.profile == Profile::Standard).then_some(RetiringSecret { secret: old, expires_at });
     webhook.updated_at = now;
     state.store.update_webhook(webhook.clone(), read_at).await?;
-    Ok(Json(secrets_view(&webhook, webhook.previous_secret.as_ref())))
+    Ok(Json(secrets_view(&webhook, webhook.previous_secret.as_ref())).into_response())
 }
 
+/// `POST /v1/webhooks/{id}/test`: a `webhook.test` event to this webhook alone.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/test",
+    tag = "webhooks",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "a webhook id")),
+    responses((status = 202, body = IngestOutcome), (status = "default", description = "an error", body = ErrorBody))
+)]
 pub async fn send_test(
     State(state): State<AppState>,
     AccountCaller(account_id): AccountCaller,

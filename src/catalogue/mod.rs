@@ -56,9 +56,31 @@ pub fn is_known(event_type: &str) -> bool {
     event_type == TEST_EVENT_TYPE || EXAMPLES.iter().any(|e| e.event_type == event_type)
 }
 
+/// One channel's event types, as the catalogue lists them.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Channel {
+    pub channel: String,
+    pub events: Vec<EventType>,
+}
+
+/// One event type with its first example.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventType {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub description: String,
+    /// The profile whose receivers get `example`.
+    pub profile: String,
+    /// Which seed document it comes from.
+    pub source: String,
+    /// The body a receiver gets, as the seed shows it.
+    #[schema(value_type = serde_json::Value)]
+    pub example: Value,
+}
+
 /// The catalogue grouped by channel, one entry per type with its first example.
-pub fn by_channel() -> Value {
-    let mut channels: Vec<(String, Vec<Value>)> = Vec::new();
+pub fn by_channel() -> Vec<Channel> {
+    let mut channels: Vec<(String, Vec<EventType>)> = Vec::new();
     for example in EXAMPLES.iter() {
         let index = match channels.iter().position(|(c, _)| *c == example.channel) {
             Some(i) => i,
@@ -68,22 +90,17 @@ pub fn by_channel() -> Value {
             }
         };
         let events = &mut channels[index].1;
-        if !events.iter().any(|e| e["type"] == example.event_type.as_str()) {
-            events.push(serde_json::json!({
-                "type": example.event_type,
-                "description": example.description,
-                "profile": example.profile,
-                "source": example.source,
-                "example": example.body_json(),
-            }));
+        if !events.iter().any(|e| e.event_type == example.event_type) {
+            events.push(EventType {
+                event_type: example.event_type.clone(),
+                description: example.description.clone(),
+                profile: example.profile.clone(),
+                source: example.source.clone(),
+                example: example.body_json(),
+            });
         }
     }
-    Value::Array(
-        channels
-            .into_iter()
-            .map(|(channel, events)| serde_json::json!({"channel": channel, "events": events}))
-            .collect(),
-    )
+    channels.into_iter().map(|(channel, events)| Channel { channel, events }).collect()
 }
 
 #[cfg(test)]

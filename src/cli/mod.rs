@@ -84,6 +84,9 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let app = Application::build(config.clone(), clock).await?;
     let addr = app.local_addr();
     println!("herald {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    if let Some(metrics) = app.metrics_addr() {
+        println!("metrics (no token) on http://{metrics}/metrics");
+    }
     if let Some(token) = &app.bootstrap.generated_operator_token {
         println!("operator token (shown once; it creates accounts): {token}");
     }

@@ -33,6 +33,26 @@ pub struct Breaker {
 }
 
 /// What an outcome changed, for the engine to act on beyond sending.
+/// A webhook's circuit breaker as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Circuit {
+    pub state: CircuitState,
+    pub failures_in_a_row: u32,
+    /// While open: when the next probe may go.
+    pub open_until: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CircuitState {
+    /// Sending as usual.
+    Closed,
+    /// Sending nothing until `open_until`.
+    Open,
+    /// One delivery is on its way to find out whether the receiver is back.
+    Probing,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     Nothing,
@@ -98,16 +118,16 @@ impl Breaker {
     }
 
     /// What the API shows of it.
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "state": match (self.open_until, self.probing) {
-                (None, _) => "closed",
-                (Some(_), true) => "probing",
-                (Some(_), false) => "open",
+    pub fn view(&self) -> Circuit {
+        Circuit {
+            state: match (self.open_until, self.probing) {
+                (None, _) => CircuitState::Closed,
+                (Some(_), true) => CircuitState::Probing,
+                (Some(_), false) => CircuitState::Open,
             },
-            "failures_in_a_row": self.failures_in_a_row,
-            "open_until": self.open_until,
-        })
+            failures_in_a_row: self.failures_in_a_row,
+            open_until: self.open_until,
+        }
     }
 
     /// When the current run of failures began, if one has.

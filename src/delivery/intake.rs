@@ -21,6 +21,8 @@ impl Engine {
         let (engine, account_id) = (self.clone(), account_id.to_owned());
         let ingest = tokio::spawn(async move {
             let now = engine.clock.now();
+            // One ingest is all the account's or all Herald's own (`herald.*`).
+            let own = events.first().is_some_and(|e| e.event_type.starts_with(crate::filter::OPERATIONAL_PREFIX));
             let room = engine.admission.lend(&account_id, events.len());
             let lent = (!room.is_empty()).then(|| room.clone());
             let ingested = match engine.store.ingest(&account_id, events, now, room, &engine.lease(now)).await {
@@ -33,6 +35,7 @@ impl Engine {
                 }
             };
             engine.admission.give_back(&ingested.unused);
+            engine.config.metrics.events_ingested(ingested.outcomes.iter().filter(|o| !o.duplicate).count(), own);
             engine.hand_over(ingested.handed);
             let waiting = ingested.outcomes.iter().flat_map(|o| o.webhook_ids.iter().map(String::as_str));
             engine.mark_due(waiting, engine.clock.now());

@@ -26,6 +26,7 @@ mod breaker;
 mod cluster;
 mod drive;
 mod intake;
+mod observe;
 mod operational;
 mod pace;
 mod recorder;
@@ -42,6 +43,7 @@ use tokio_util::task::TaskTracker;
 use admission::Admission;
 pub use attempt::{Performed, ReceiverSays, is_success, next_step, perform};
 use breaker::{Allowance, Breaker};
+pub use breaker::{Circuit, CircuitState};
 pub use operational::{DELIVERY_EXHAUSTED, WEBHOOK_DISABLED, WEBHOOK_RECOVERED};
 
 use crate::clock::SharedClock;
@@ -62,6 +64,8 @@ pub struct EngineConfig {
     /// The largest body a `compose` template may render: the largest the
     /// API takes (`--max-body-bytes`), so no template amplifies an event.
     pub max_rendered_body: usize,
+    /// What the engine counts for `/metrics` (nothing, by default).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +76,7 @@ impl Default for EngineConfig {
             lease: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
             max_rendered_body: crate::config::DEFAULT_MAX_BODY_BYTES,
+            metrics: Arc::default(),
         }
     }
 }

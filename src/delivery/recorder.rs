@@ -97,6 +97,7 @@ impl Engine {
         for Finished { due, record } in batch {
             match record {
                 Some(record) => {
+                    self.config.metrics.attempt(&due.webhook.id, due.webhook.profile, &record);
                     if let NextStep::RetryAt(at) = record.next {
                         retries.push((due.webhook.id.clone(), at));
                     }
@@ -112,6 +113,7 @@ impl Engine {
             }
             dues.push(due);
         }
+        self.config.metrics.recorder_batch(records.len());
         let records = Arc::new(records);
         if self.commit_records(&records, &put_off, stop).await {
             for (webhook_id, at) in &retries {

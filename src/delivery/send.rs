@@ -49,6 +49,9 @@ impl Engine {
             Some((record, receiver_says, transition)) => {
                 // Rare: most attempts change nothing for their webhook.
                 let succeeded = record.next == NextStep::Success;
+                if transition == Transition::Opened {
+                    self.config.metrics.breaker_opened();
+                }
                 if transition != Transition::Nothing || (succeeded && due.webhook.failing_since.is_some()) {
                     self.on_transition(&due.webhook, transition, succeeded).await;
                 }
@@ -85,11 +88,11 @@ impl Engine {
 
     /// A webhook's circuit breaker as the API shows it (`closed` when it has
     /// not failed lately).
-    pub fn circuit(&self, webhook_id: &str) -> serde_json::Value {
+    pub fn circuit(&self, webhook_id: &str) -> super::Circuit {
         let schedule = self.schedule.lock().unwrap();
         match schedule.breakers.get(webhook_id) {
             Some(breaker) => breaker.view(),
-            None => serde_json::json!({"state": "closed", "failures_in_a_row": 0, "open_until": null}),
+            None => super::Circuit { state: super::CircuitState::Closed, failures_in_a_row: 0, open_until: None },
         }
     }
 

@@ -23,7 +23,7 @@ pub(super) const SPEC: ProfileSpec = ProfileSpec {
     secret: SecretKind::OptionalOrWebhookId,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ComposeMethod {
     GET,
     #[default]
@@ -31,7 +31,7 @@ pub enum ComposeMethod {
     PUT,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyFormat {
     #[default]
@@ -40,7 +40,7 @@ pub enum BodyFormat {
 }
 
 /// A compose webhook's template; its URL template is the webhook's `url`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComposeSpec {
     /// The identification name the seeds ask for.

@@ -291,14 +291,18 @@ pub trait Store: Send + Sync + 'static {
 /// with `?busy_timeout_ms=N`, or `postgres://user:pass@host:port/db`,
 /// optionally with `?pool_size=N` (default 16) and `&schema=NAME` (created
 /// if missing). Webhook secrets are kept as `at_rest` says (sealed with its
-/// key, if it has one).
-pub async fn open(url: &str, at_rest: crate::sealing::AtRest) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+/// key, if it has one); the hot writes' commits are counted in `commits`.
+pub async fn open(
+    url: &str,
+    at_rest: crate::sealing::AtRest,
+    commits: crate::metrics::CommitMetrics,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     if let Some((path, query)) = sqlite_parts(url) {
         let options = SqliteOptions::parse(query).map_err(|e| anyhow::anyhow!("database url `{url}`: {e}"))?;
-        return Ok(std::sync::Arc::new(SqliteStore::open_with(std::path::Path::new(path), options, at_rest)?));
+        return Ok(std::sync::Arc::new(SqliteStore::open_with(std::path::Path::new(path), options, at_rest, commits)?));
     }
     if is_postgres(url) {
-        return Ok(std::sync::Arc::new(PgStore::open(url, at_rest).await?));
+        return Ok(std::sync::Arc::new(PgStore::open(url, at_rest).await?.with_commit_metrics(commits)));
     }
     anyhow::bail!("unsupported database url `{url}`: expected sqlite://PATH or postgres://USER@HOST:PORT/DB")
 }

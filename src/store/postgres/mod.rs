@@ -56,6 +56,8 @@ pub struct PgStore {
     known_tokens: KnownTokens,
     /// Seals secrets on every write and opens them on every read.
     at_rest: AtRest,
+    /// Times the commits of the hot writes (ingest, attempt records).
+    commits: crate::metrics::CommitMetrics,
 }
 
 impl PgStore {
@@ -79,7 +81,14 @@ impl PgStore {
             stop: Default::default(),
             known_tokens: KnownTokens::default(),
             at_rest,
+            commits: Default::default(),
         })
+    }
+
+    /// Counts this store's ingest and record commits in `commits`.
+    pub fn with_commit_metrics(mut self, commits: crate::metrics::CommitMetrics) -> PgStore {
+        self.commits = commits;
+        self
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
@@ -317,10 +326,12 @@ impl Store for PgStore {
         lease: &Lease,
     ) -> StoreResult<Ingested> {
         let mut client = self.client().await?;
+        let started = std::time::Instant::now();
         let tx = client.transaction().await?;
         let ingested =
             writes::ingest_in(&tx, account_id, events, now, room, (lease, &self.instance), &self.at_rest).await?;
         tx.commit().await?;
+        self.commits.committed(started.elapsed(), 1);
         Ok(ingested)
     }
 
@@ -388,9 +399,11 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> StoreResult<Vec<DeliveryKey>> {
         let mut client = self.client().await?;
+        let started = std::time::Instant::now();
         let tx = client.transaction().await?;
         let lost = attempts::record(&tx, node, &records, &put_off, now, &self.instance).await?;
         tx.commit().await?;
+        self.commits.committed(started.elapsed(), 1);
         Ok(lost)
     }
 

@@ -64,15 +64,20 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
-        Self::open_with(path, SqliteOptions::default(), AtRest::default())
+        Self::open_with(path, SqliteOptions::default(), AtRest::default(), Default::default())
     }
 
     /// Opens the database, migrates it and checks its secrets against
     /// `at_rest`: with a key, plain ones are sealed; a secret that does not
     /// open (no key, another key) refuses the start.
-    pub fn open_with(path: &Path, options: SqliteOptions, at_rest: AtRest) -> anyhow::Result<SqliteStore> {
+    pub fn open_with(
+        path: &Path,
+        options: SqliteOptions,
+        at_rest: AtRest,
+        commits: crate::metrics::CommitMetrics,
+    ) -> anyhow::Result<SqliteStore> {
         let pass = at_rest.clone();
-        let pool = Pool::open(path, options, move |conn| {
+        let pool = Pool::open(path, options, commits, move |conn| {
             schema::migrate(conn)?;
             secrets::seal_at_start(conn, &pass)
         })?;

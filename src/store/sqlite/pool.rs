@@ -59,6 +59,7 @@ impl Pool {
     pub fn open(
         path: &Path,
         options: SqliteOptions,
+        commits: crate::metrics::CommitMetrics,
         migrate: impl FnOnce(&mut Connection) -> anyhow::Result<()>,
     ) -> anyhow::Result<Pool> {
         if let Some(parent) = path.parent()
@@ -72,7 +73,9 @@ impl Pool {
         conn.execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))?;
         migrate(&mut conn)?;
         let (writer, jobs) = mpsc::channel(QUEUE_DEPTH);
-        std::thread::Builder::new().name("herald-sqlite-writer".into()).spawn(move || write_loop(conn, jobs))?;
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || write_loop(conn, jobs, commits))?;
         Ok(Pool { writer, readers: Mutex::new(Vec::new()), path: path.to_owned(), options })
     }
 
@@ -190,7 +193,7 @@ fn rolled_back() -> StoreError {
     StoreError::Unavailable("sqlite rolled the transaction back (a full disk or an i/o error)".to_owned())
 }
 
-fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
+fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>, commits: crate::metrics::CommitMetrics) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = jobs.blocking_recv() {
@@ -201,6 +204,7 @@ fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let (started, n_jobs) = (std::time::Instant::now(), group.len());
         // Each caller hears what happened to its job: a lock held past
         // the busy timeout or a full disk is `Unavailable`, so callers
         // answer 503 and retry rather than report a shutdown.
@@ -228,6 +232,7 @@ fn write_loop(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
                 classify(format!("commit failed: {err}"), &err)
             }),
         };
+        commits.committed(started.elapsed(), n_jobs);
         for completion in completions.drain(..) {
             completion(match &committed {
                 Ok(()) => Ok(()),
